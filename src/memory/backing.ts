@@ -120,12 +120,14 @@ export class MappedBacking implements Backing {
  */
 export class BufferBacking implements Backing {
   readonly size: number;
-  readonly hostAddress = null;
+  /** A made-up address, for tests of code that hands host addresses to KVM. */
+  readonly hostAddress: HostAddress | null;
   readonly bytes: Uint8Array;
   readonly protectedPages = new Set<number>();
 
-  constructor(size: number) {
+  constructor(size: number, fakeHostAddress: HostAddress | null = null) {
     this.size = size;
+    this.hostAddress = fakeHostAddress;
     this.bytes = new Uint8Array(size);
   }
 

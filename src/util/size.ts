@@ -37,7 +37,8 @@ export function parseSize(text: string, what: string): number {
   }
   const whole = BigInt(match[1]!);
   const frac = match[2] ?? '';
-  const scaled = whole * BigInt(unit) + (BigInt(frac || '0') * BigInt(unit)) / 10n ** BigInt(frac.length);
+  const scaled =
+    whole * BigInt(unit) + (BigInt(frac || '0') * BigInt(unit)) / 10n ** BigInt(frac.length);
   if ((BigInt(frac || '0') * BigInt(unit)) % 10n ** BigInt(frac.length) !== 0n) {
     throw new InvalidInputError(`${what}: '${text}' is not a whole number of bytes`);
   }
@@ -49,9 +50,16 @@ export function parseSize(text: string, what: string): number {
 
 /** Formats bytes for people: the largest binary unit that divides it, else two decimals. */
 export function formatSize(bytes: number): string {
-  for (const [unit, value] of [['TiB', 1024 * GiB], ['GiB', GiB], ['MiB', MiB], ['KiB', KiB]] as const) {
+  for (const [unit, value] of [
+    ['TiB', 1024 * GiB],
+    ['GiB', GiB],
+    ['MiB', MiB],
+    ['KiB', KiB],
+  ] as const) {
     if (bytes >= value) {
-      return bytes % value === 0 ? `${bytes / value} ${unit}` : `${(bytes / value).toFixed(2)} ${unit}`;
+      return bytes % value === 0
+        ? `${bytes / value} ${unit}`
+        : `${(bytes / value).toFixed(2)} ${unit}`;
     }
   }
   return `${bytes} B`;

@@ -54,12 +54,24 @@ export interface VmEvent {
   [key: string]: unknown;
 }
 
+/** The plug state of every block of one virtio-mem device. */
+export interface BlockMap {
+  id: string;
+  addr: number;
+  block_size: number;
+  usable_blocks: number;
+  /** One character per block of the region: '#' plugged, '.' unplugged. */
+  plugged: string;
+}
+
 export interface VmController {
   /** Emits 'event' with a `VmEvent` for every size change, violation, reset and stop. */
   readonly events: EventEmitter;
   status(): VmStatus;
   /** Sets a virtio-mem device's requested size; throws InvalidInputError and changes nothing. */
   resize(deviceId: string | undefined, bytes: number): void;
+  /** The block map of a virtio-mem device (the only one when `deviceId` is undefined). */
+  blocks(deviceId: string | undefined): BlockMap;
   /** Sets the balloon's target size in bytes. */
   setBalloon(bytes: number): void;
   exec(command: string, timeoutMs?: number): Promise<ExecResult>;

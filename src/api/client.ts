@@ -1,0 +1,99 @@
+/** A client of the control API over its Unix socket; the CLI's only way into a running VM. */
+import { request } from 'node:http';
+import { MemvisorError } from '../util/errors.js';
+
+/** An answer of the API with a status of 400 or more. */
+export class ApiError extends MemvisorError {
+  readonly status: number;
+
+  constructor(status: number, code: string, message: string) {
+    super(code, message);
+    this.status = status;
+  }
+}
+
+export class ApiClient {
+  readonly #socket: string;
+
+  constructor(socketPath: string) {
+    this.#socket = socketPath;
+  }
+
+  /** Sends one request and parses the JSON answer (undefined for an empty body). */
+  call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const req = request(
+        {
+          socketPath: this.#socket,
+          method,
+          path,
+          headers: payload
+            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+            : {},
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8');
+            const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : undefined;
+            const status = res.statusCode ?? 0;
+            if (status >= 400) {
+              const code = String(parsed?.error ?? 'http_error');
+              const message = String(parsed?.message ?? `HTTP ${status}`);
+              reject(new ApiError(status, code, message));
+            } else {
+              resolve(parsed as T);
+            }
+          });
+        },
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        const why =
+          err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
+            ? 'no VM listens there'
+            : err.message;
+        reject(new MemvisorError('api_unreachable', `API socket ${this.#socket}: ${why}`));
+      });
+      if (payload) req.write(payload);
+      req.end();
+    });
+  }
+
+  /**
+   * Follows the server-sent event stream, calling `onEvent` with each event's data until the
+   * server closes it (the VM stopped) or `signal` aborts; resolves then.
+   */
+  events(onEvent: (event: Record<string, unknown>) => void, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const req = request(
+        { socketPath: this.#socket, method: 'GET', path: '/v1/events', signal },
+        (res) => {
+          let buffered = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            buffered += chunk;
+            let end = buffered.indexOf('\n\n');
+            while (end >= 0) {
+              const block = buffered.slice(0, end);
+              buffered = buffered.slice(end + 2);
+              const data = block.split('\n').find((l) => l.startsWith('data: '));
+              if (data) onEvent(JSON.parse(data.slice(6)) as Record<string, unknown>);
+              end = buffered.indexOf('\n\n');
+            }
+          });
+          res.on('end', () => resolve());
+        },
+      );
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.name === 'AbortError') resolve();
+        else
+          reject(
+            new MemvisorError('api_unreachable', `API socket ${this.#socket}: ${err.message}`),
+          );
+      });
+      req.end();
+    });
+  }
+}

@@ -1,0 +1,113 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { BufferBacking } from './backing.js';
+import { type MemslotTable, PluggableRegion } from './pluggable-region.js';
+
+const MiB = 1 << 20;
+const BLOCK = 2 * MiB;
+const GPA = 0x1_0000_0000;
+const HOST = 0x7f00_0000_0000n;
+
+/** A memslot table that records the live mappings like KVM would. */
+class FakeSlots implements MemslotTable {
+  next = 0;
+  live = new Map<number, { gpa: number; size: number; host: bigint }>();
+  calls = 0;
+
+  allocate(): number {
+    return this.next++;
+  }
+
+  map(slot: number, gpa: number, size: number, host: bigint): void {
+    assert.ok(!this.live.has(slot), `slot ${slot} mapped twice`);
+    this.calls++;
+    this.live.set(slot, { gpa, size, host });
+  }
+
+  unmap(slot: number): void {
+    assert.ok(this.live.delete(slot), `slot ${slot} unmapped but not live`);
+    this.calls++;
+  }
+
+  /** The mapped ranges, sorted, as [gpa, size] pairs. */
+  ranges(): [number, number][] {
+    return [...this.live.values()].sort((a, b) => a.gpa - b.gpa).map((r) => [r.gpa, r.size]);
+  }
+}
+
+function region(blocks = 16) {
+  const slots = new FakeSlots();
+  const backing = new BufferBacking(blocks * BLOCK, HOST);
+  return { slots, backing, r: new PluggableRegion(GPA, BLOCK, backing, slots) };
+}
+
+test('plugging adjacent ranges merges them into one memory slot', () => {
+  const { slots, r } = region();
+  r.plug(0, 2 * BLOCK);
+  r.plug(2 * BLOCK, BLOCK);
+  assert.deepEqual(slots.ranges(), [[GPA, 3 * BLOCK]]);
+  assert.equal(r.slotCount, 1);
+  const only = [...slots.live.values()][0]!;
+  assert.equal(only.host, HOST);
+});
+
+test('unplugging the middle of a run splits it and discards the host pages', () => {
+  const { slots, backing, r } = region();
+  r.plug(0, 8 * BLOCK);
+  backing.bytes.fill(7, 3 * BLOCK, 5 * BLOCK);
+  r.unplug(3 * BLOCK, 2 * BLOCK);
+  assert.deepEqual(slots.ranges(), [
+    [GPA, 3 * BLOCK],
+    [GPA + 5 * BLOCK, 3 * BLOCK],
+  ]);
+  assert.equal(backing.residentBytes(3 * BLOCK, 2 * BLOCK), 0);
+  assert.equal(r.picture(), '###..###........');
+  const second = [...slots.live.values()].find((s) => s.gpa === GPA + 5 * BLOCK)!;
+  assert.equal(second.host, HOST + BigInt(5 * BLOCK));
+});
+
+test('a plug that fills a hole joins both neighbours', () => {
+  const { slots, r } = region();
+  r.plug(0, BLOCK);
+  r.plug(2 * BLOCK, BLOCK);
+  assert.equal(r.slotCount, 2);
+  r.plug(BLOCK, BLOCK);
+  assert.deepEqual(slots.ranges(), [[GPA, 3 * BLOCK]]);
+});
+
+test('an access to an unplugged block is a violation that reads all ones and writes nothing', () => {
+  const { backing, r } = region();
+  const data = new Uint8Array(4);
+  assert.equal(r.access(5 * BLOCK, data, false), 'violation');
+  assert.deepEqual([...data], [0xff, 0xff, 0xff, 0xff]);
+  assert.equal(r.access(5 * BLOCK, Uint8Array.of(1, 2, 3, 4), true), 'violation');
+  assert.equal(backing.residentBytes(0, backing.size), 0);
+});
+
+test('an access to a plugged block without a slot is completed on the backing', () => {
+  const { backing, r } = region();
+  r.plug(0, BLOCK);
+  assert.equal(r.access(16, Uint8Array.of(9, 8), true), 'emulated');
+  assert.deepEqual([...backing.bytes.subarray(16, 18)], [9, 8]);
+  const out = new Uint8Array(2);
+  assert.equal(r.access(16, out, false), 'emulated');
+  assert.deepEqual([...out], [9, 8]);
+});
+
+test('unplugAll removes every slot and empties the region', () => {
+  const { slots, backing, r } = region();
+  r.plug(0, 4 * BLOCK);
+  r.plug(8 * BLOCK, 2 * BLOCK);
+  backing.bytes.fill(1, 0, 4 * BLOCK);
+  r.unplugAll();
+  assert.equal(slots.live.size, 0);
+  assert.equal(r.residentBytes(), 0);
+  assert.equal(r.picture(), '.'.repeat(16));
+});
+
+test('ranges that are not whole blocks are refused before anything changes', () => {
+  const { slots, r } = region();
+  assert.throws(() => r.plug(BLOCK / 2, BLOCK), /not whole blocks/);
+  assert.throws(() => r.plug(15 * BLOCK, 2 * BLOCK), /not whole blocks/);
+  assert.equal(slots.calls, 0);
+});
