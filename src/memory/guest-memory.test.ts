@@ -56,3 +56,21 @@ test('guest-supplied 64-bit addresses beyond 2^52 are not guest memory', () => {
   assert.equal(gpaFromGuest(0x1000n), 0x1000);
   assert.equal(gpaFromGuest(2n ** 63n), null);
 });
+
+test('a region may refuse ranges it has not given to the guest', () => {
+  const backing = new BufferBacking(0x4000);
+  const m = new GuestMemory([
+    {
+      name: 'hotplug',
+      gpa: 0x10000,
+      size: 0x4000,
+      backing,
+      accessible: (offset, len) => offset >= 0x2000 && offset + len <= 0x4000,
+    },
+  ]);
+  assert.throws(() => m.write(0x10000, Uint8Array.of(1)), GuestMemoryError);
+  assert.throws(() => m.read(0x11ff0, 0x20), GuestMemoryError);
+  m.writeU32(0x12000, 7);
+  assert.equal(m.readU32(0x12000), 7);
+  assert.equal(backing.bytes[0], 0);
+});

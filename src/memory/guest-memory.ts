@@ -20,6 +20,12 @@ export interface GuestRegion {
   readonly gpa: number;
   readonly size: number;
   readonly backing: Backing;
+  /**
+   * For regions only partly given to the guest (virtio-mem): whether [offset, offset+len) is
+   * all plugged. A device access to a part that is not is refused like one outside memory, so
+   * a guest cannot make the host touch memory it gave back.
+   */
+  readonly accessible?: (offset: number, len: number) => boolean;
 }
 
 /** The highest guest-physical address memvisor uses; keeps every address a safe JS integer. */
@@ -147,6 +153,12 @@ export class GuestMemory {
       const region = this.regionAt(cur);
       if (!region) return null;
       const offset = cur - region.gpa;
+      if (
+        region.accessible &&
+        !region.accessible(offset, Math.min(end - cur, region.size - offset))
+      ) {
+        return null;
+      }
       const chunkEnd = (Math.floor(offset / MAX_VIEW) + 1) * MAX_VIEW;
       const take = Math.min(end - cur, region.size - offset, chunkEnd - offset);
       pieces.push(region.backing.chunkView(offset, take));

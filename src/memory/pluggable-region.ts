@@ -67,6 +67,16 @@ export class PluggableRegion {
     return this.#plugged[Math.floor(offset / this.blockSize)] === 1;
   }
 
+  /** True if every block touched by [offset, offset+len) is plugged. */
+  allPlugged(offset: number, len: number): boolean {
+    if (offset < 0 || len <= 0 || offset + len > this.size) return false;
+    const last = Math.floor((offset + len - 1) / this.blockSize);
+    for (let b = Math.floor(offset / this.blockSize); b <= last; b++) {
+      if (this.#plugged[b] !== 1) return false;
+    }
+    return true;
+  }
+
   /** Maps the blocks of [offset, offset+len) into the guest. The caller checked the range. */
   plug(offset: number, len: number): void {
     const [first, count] = this.#blocks(offset, len);
@@ -97,9 +107,7 @@ export class PluggableRegion {
    * reads see all ones, writes are dropped, and the host memory is not touched.
    */
   access(offset: number, data: Uint8Array, isWrite: boolean): AccessOutcome {
-    const end = offset + data.length;
-    const inside = offset >= 0 && end <= this.size;
-    if (inside && this.isPlugged(offset) && this.isPlugged(end - 1)) {
+    if (this.allPlugged(offset, data.length)) {
       const view = this.backing.chunkView(offset, data.length);
       if (isWrite) view.set(data);
       else data.set(view);
