@@ -6,15 +6,22 @@
  */
 import { Command, CommanderError } from 'commander';
 import { MemvisorError } from '../util/errors.js';
+import { register as registerBox } from './commands/box.js';
 import { register as registerControl } from './commands/control.js';
+import { register as registerDemo } from './commands/demo.js';
+import { register as registerImage } from './commands/image.js';
+import { register as registerRun } from './commands/run.js';
 import { UsageError } from './options.js';
 
 const program = new Command('memvisor')
   .description('A KVM virtual machine monitor with elastic guest memory through virtio-mem')
   .showHelpAfterError()
+  .enablePositionalOptions()
   .exitOverride();
 
-for (const register of [registerControl]) register(program);
+for (const register of [registerRun, registerControl, registerDemo, registerImage, registerBox]) {
+  register(program);
+}
 
 try {
   await program.parseAsync(process.argv);

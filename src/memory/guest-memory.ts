@@ -91,6 +91,28 @@ export class GuestMemory {
     for (const piece of this.#checked(gpa, len)) piece.fill(value);
   }
 
+  /**
+   * Gives the host pages of [gpa, gpa+len) back; they read as zeros afterwards. The range is
+   * shrunk to whole 4 KiB pages, and must lie in guest memory.
+   */
+  discard(gpa: number, len: number): void {
+    if (!this.contains(gpa, len)) throw new GuestMemoryError(gpa, len);
+    const start = Math.ceil(gpa / 4096) * 4096;
+    const end = Math.floor((gpa + len) / 4096) * 4096;
+    let cur = start;
+    while (cur < end) {
+      const region = this.regionAt(cur)!;
+      const take = Math.min(end, region.gpa + region.size) - cur;
+      region.backing.discard(cur - region.gpa, take);
+      cur += take;
+    }
+  }
+
+  /** Host-resident bytes of every region. */
+  residentBytes(): number {
+    return this.#regions.reduce((sum, r) => sum + r.backing.residentBytes(0, r.size), 0);
+  }
+
   readU8(gpa: number): number {
     return this.read(gpa, 1)[0]!;
   }

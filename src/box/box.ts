@@ -1,0 +1,186 @@
+/**
+ * Runs one command inside the box: a QEMU TCG machine with emulated AMD SVM, where `kvm_amd`
+ * gives a working nested `/dev/kvm` (design.md, "The box"). The box boots Debian's vmlinux with
+ * the box initramfs, mounts the host root read-only over virtio-9p with the work folder
+ * read-write at the same path, chroots, and runs the command. Its stdout and stderr come back
+ * live over two virtio-serial ports that QEMU connects to Unix sockets this process listens on;
+ * the box kernel's console goes to a log file in the results folder; the exit code comes back
+ * through the results export.
+ *
+ * Many commands in one box are run by giving one command that runs them all (a shell script or a
+ * node test runner); each call of `runInBox` boots a fresh box.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type Server, type Socket, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BOX_CMDLINE, ensureGuestImage } from '../guest/image.js';
+import { MemvisorError } from '../util/errors.js';
+
+/** Memory of the box when the caller gives none; nested guests need room. */
+export const DEFAULT_BOX_MEMORY_MIB = 12288;
+/** Time a box may run when the caller gives no limit: one hour. */
+export const DEFAULT_BOX_TIMEOUT_MS = 3_600_000;
+const KILL_GRACE_MS = 2000;
+
+/** Options of `runInBox`. */
+export interface BoxOptions {
+  /** Working directory of the command; the host's current one when absent. */
+  cwd?: string;
+  /** Variables added to the command's environment (PATH and HOME are always passed). */
+  env?: Record<string, string>;
+  /** Box memory in MiB. */
+  memoryMiB?: number;
+  /** Kill the box after this long and reject with code `box_timeout`. */
+  timeoutMs?: number;
+  /** The folder mounted read-write at its own path; the memvisor checkout when absent. */
+  workDir?: string;
+}
+
+/** The checkout this module was built from: the nearest folder up with a package.json. */
+export function defaultWorkDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (dir !== '/' && !existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  return dir;
+}
+
+/** Quotes `word` for a POSIX shell. */
+export function shellQuote(word: string): string {
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** The script the box runs in the chroot: set the folder and environment, then exec argv. */
+export function jobScript(argv: readonly string[], cwd: string, env: Record<string, string>) {
+  if (argv.length === 0) throw new MemvisorError('invalid_input', 'box: no command given');
+  for (const name of Object.keys(env)) {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
+      throw new MemvisorError('invalid_input', `box: bad environment variable name '${name}'`);
+    }
+  }
+  const vars = Object.entries(env).map(([k, v]) => shellQuote(`${k}=${v}`));
+  return [
+    `cd ${shellQuote(cwd)} || exit 125`,
+    `exec env -i ${vars.join(' ')} ${argv.map(shellQuote).join(' ')}`,
+    '',
+  ].join('\n');
+}
+
+function listen(path: string, sink: NodeJS.WritableStream): Promise<Server> {
+  return new Promise((resolveServer, reject) => {
+    const server = createServer((socket: Socket) => {
+      socket.on('data', (chunk) => sink.write(chunk));
+      socket.on('error', () => socket.destroy());
+    });
+    server.once('error', reject);
+    server.listen(path, () => resolveServer(server));
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((done) => server.close(() => done()));
+}
+
+/**
+ * Boots a box, runs `argv` in it, streams its output to this process's stdout and stderr, and
+ * resolves with its exit code. The box is killed on timeout and on SIGINT or SIGTERM of this
+ * process (which then dies of the same signal).
+ */
+export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<number> {
+  const image = await ensureGuestImage({ quiet: true });
+  const workDir = resolve(opts.workDir ?? defaultWorkDir());
+  const cwd = resolve(opts.cwd ?? process.cwd());
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin',
+    HOME: process.env.HOME ?? '/root',
+    MEMVISOR_IN_BOX: '1',
+    ...(process.env.MEMVISOR_CACHE ? { MEMVISOR_CACHE: process.env.MEMVISOR_CACHE } : {}),
+    ...opts.env,
+  };
+  const job = jobScript(argv, cwd, env);
+  const results = mkdtempSync(join(tmpdir(), 'memvisor-box-'));
+  writeFileSync(join(results, 'workdir'), `${workDir}\n`);
+  writeFileSync(join(results, 'job.sh'), job);
+  const log = join(results, 'box.log');
+
+  const servers = [
+    await listen(join(results, 'stdout.sock'), process.stdout),
+    await listen(join(results, 'stderr.sock'), process.stderr),
+  ];
+  // QEMU's option syntax takes a doubled comma as a literal one.
+  const virtfs = (path: string, tag: string, extra = '') => {
+    const escaped = path.replaceAll(',', ',,');
+    return `local,path=${escaped},mount_tag=${tag},security_model=none,multidevs=remap${extra}`;
+  };
+  const memory = String(opts.memoryMiB ?? DEFAULT_BOX_MEMORY_MIB);
+  const args = [
+    ...['-accel', 'tcg', '-cpu', 'max', '-smp', '2', '-m', memory],
+    ...['-nographic', '-nodefaults', '-no-reboot', '-serial', `file:${log}`],
+    ...['-kernel', image.vmlinux, '-initrd', image.boxInitrd, '-append', BOX_CMDLINE],
+    ...['-virtfs', virtfs('/', 'hostroot', ',readonly=on')],
+    ...['-virtfs', virtfs(workDir, 'work')],
+    ...['-virtfs', virtfs(results, 'results')],
+    ...['-device', 'virtio-serial-pci'],
+    ...['-chardev', `socket,id=out,path=${join(results, 'stdout.sock')}`],
+    ...['-device', 'virtserialport,chardev=out,name=stdout'],
+    ...['-chardev', `socket,id=err,path=${join(results, 'stderr.sock')}`],
+    ...['-device', 'virtserialport,chardev=err,name=stderr'],
+  ];
+  const qemu: ChildProcess = spawn('qemu-system-x86_64', args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let qemuStderr = '';
+  qemu.stderr?.on('data', (chunk: Buffer) => {
+    qemuStderr = (qemuStderr + chunk.toString()).slice(-4096);
+  });
+
+  let timedOut = false;
+  const kill = () => {
+    if (qemu.exitCode !== null || qemu.signalCode !== null) return;
+    qemu.kill('SIGTERM');
+    setTimeout(() => qemu.kill('SIGKILL'), KILL_GRACE_MS).unref();
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    kill();
+  }, opts.timeoutMs ?? DEFAULT_BOX_TIMEOUT_MS);
+  const onSignal = (signal: NodeJS.Signals) => {
+    kill();
+    qemu.once('exit', () => {
+      rmSync(results, { recursive: true, force: true });
+      process.removeListener('SIGINT', onSignal);
+      process.removeListener('SIGTERM', onSignal);
+      process.kill(process.pid, signal);
+    });
+  };
+  const onExit = () => qemu.kill('SIGKILL');
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('exit', onExit);
+
+  const exit = await new Promise<{ code: number | null; error?: Error }>((done) => {
+    qemu.once('error', (error) => done({ code: null, error }));
+    qemu.once('exit', (code) => done({ code }));
+  });
+  clearTimeout(timer);
+  process.removeListener('SIGINT', onSignal);
+  process.removeListener('SIGTERM', onSignal);
+  process.removeListener('exit', onExit);
+  await Promise.all(servers.map(closeServer));
+
+  const rcPath = join(results, 'rc');
+  if (!timedOut && exit.error === undefined && existsSync(rcPath)) {
+    const code = Number.parseInt(readFileSync(rcPath, 'utf8'), 10);
+    rmSync(results, { recursive: true, force: true });
+    return code;
+  }
+  const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-15).join('\n') : '';
+  const why = timedOut
+    ? `box timed out after ${opts.timeoutMs ?? DEFAULT_BOX_TIMEOUT_MS} ms`
+    : `box ended without an exit code (qemu ${exit.error?.message ?? `status ${exit.code}`})`;
+  throw new MemvisorError(
+    timedOut ? 'box_timeout' : 'box_failed',
+    `${why}; box log kept in ${log}\n${qemuStderr.trim()}\n${tail}`.trim(),
+  );
+}

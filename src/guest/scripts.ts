@@ -1,0 +1,112 @@
+/**
+ * The shell scripts packed into the initramfs images. They run under busybox `sh` (Debian's
+ * busybox-static 1.35, whose applets include base64, stty, insmod, setsid, chroot and sysctl).
+ * Their text is part of the image manifest's input hash, so editing them rebuilds the image.
+ */
+
+/**
+ * The guest agent, see `agent-protocol.ts`. `$1` is the port it reads requests from and `$2`
+ * (default `$1`) the one it answers on; separate paths let a unit test drive it through FIFOs.
+ * The port is made raw with no echo, so bytes pass unchanged and requests are not echoed back.
+ * Commands get /dev/null as stdin so that they cannot eat requests.
+ */
+export const AGENT_SCRIPT = `#!/bin/sh
+in=\${1:-/dev/ttyS1}
+out=\${2:-$in}
+stty -F "$in" raw -echo 2>/dev/null
+work=\${TMPDIR:-/tmp}/memvisor-agent
+mkdir -p "$work"
+exec <"$in" >"$out" 2>/dev/null
+# Every byte on the port costs the VMM an exit, so output over 200 bytes goes gzip-compressed
+# when that is shorter.
+pack() {
+  plain=$(base64 -w0 <"$1")
+  if [ "\${#plain}" -gt 200 ]; then
+    packed=$(gzip -c <"$1" | base64 -w0)
+    if [ "\${#packed}" -lt "\${#plain}" ]; then printf 'z:%s' "$packed"; return; fi
+  fi
+  printf '%s' "$plain"
+}
+printf '#MV ready\\n'
+while IFS=' ' read -r tag id len b64 rest; do
+  case "$tag" in
+  '') continue ;;
+  '#MV') ;;
+  *) printf '#MV 0 ERR not a frame\\n'; continue ;;
+  esac
+  case "$id" in ''|*[!0-9]*) printf '#MV 0 ERR bad id\\n'; continue ;; esac
+  case "$len" in ''|*[!0-9]*) printf '#MV %s ERR bad length\\n' "$id"; continue ;; esac
+  if [ -n "$rest" ] || [ "\${#b64}" -ne "$len" ]; then
+    printf '#MV %s ERR length mismatch\\n' "$id"; continue
+  fi
+  case "$b64" in *[!A-Za-z0-9+/=]*) printf '#MV %s ERR bad base64\\n' "$id"; continue ;; esac
+  if ! printf '%s' "$b64" | base64 -d >"$work/cmd" 2>/dev/null; then
+    printf '#MV %s ERR bad base64\\n' "$id"; continue
+  fi
+  sh -c "$(cat "$work/cmd")" </dev/null >"$work/out" 2>"$work/err"
+  rc=$?
+  printf '#MV %s %s %s %s %s %s\\n' "$id" "$rc" $(($(wc -c <"$work/out"))) \\
+    $(($(wc -c <"$work/err"))) "$(pack "$work/out")" "$(pack "$work/err")"
+done
+`;
+
+/** The marker line the guest init prints on the console once modules are loaded. */
+export const GUEST_READY_MARKER = 'memvisor-guest: ready';
+
+/**
+ * The guest's `/init`. It loads the modules listed in `/etc/modules.order` (dependency order,
+ * written by the image builder), prints the ready marker, and keeps the agent running on ttyS1.
+ * PID 1 must never exit, so the agent is restarted if it dies.
+ */
+export const GUEST_INIT = `#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+while read -r m; do insmod "/lib/modules/$m" || echo "memvisor-guest: insmod $m failed"; done \\
+  </etc/modules.order
+echo '${GUEST_READY_MARKER}'
+while :; do
+  setsid /bin/memvisor-agent /dev/ttyS1
+  sleep 1
+done
+`;
+
+/**
+ * The box's `/init`. Kernel messages stay on ttyS0 (a log file on the host); the command's
+ * stdout and stderr go to the virtio-serial ports named `stdout` and `stderr`, which the host
+ * streams live. The job (`job.sh`, written by the host) and the exit code (`rc`) travel through
+ * the `results` export. Whatever happens, the box powers off at the end.
+ */
+export const BOX_INIT = `#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+while read -r m; do insmod "/lib/modules/$m" || echo "box: insmod $m failed"; done \\
+  </etc/modules.order
+sysctl -w vm.overcommit_memory=1 >/dev/null
+opts=trans=virtio,version=9p2000.L,msize=524288
+r=/newroot
+mkdir -p $r /results
+mount -t 9p -o "$opts,cache=none" results /results
+mount -t 9p -o "$opts,ro,cache=loose" hostroot $r
+work=$(cat /results/workdir)
+mount -t 9p -o "$opts,cache=none" work "$r$work"
+mount -t tmpfs tmpfs $r/tmp
+for d in dev proc sys; do mount -o bind /$d $r/$d; done
+port() {
+  for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = "$1" ] && echo "/dev/\${p##*/}" && return
+  done
+  echo /dev/null
+}
+cp /results/job.sh $r/tmp/.memvisor-job.sh
+echo "box: running job"
+chroot $r /bin/sh /tmp/.memvisor-job.sh >"$(port stdout)" 2>"$(port stderr)"
+echo $? >/results/rc.tmp && mv /results/rc.tmp /results/rc
+sync
+echo "box: job done"
+poweroff -f
+`;
