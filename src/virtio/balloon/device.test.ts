@@ -27,10 +27,11 @@ class FakeHost {
 
 function setup(
   features = VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_STATS_VQ | VIRTIO_BALLOON_F_PAGE_REPORTING,
+  deflateOnOom = true,
 ) {
   const memory = fakeGuestMemory([{ gpa: 0, size: RAM }]);
   const host = new FakeHost();
-  const balloon = new VirtioBalloon({ host, log: () => {} });
+  const balloon = new VirtioBalloon({ host, log: () => {}, deflateOnOom });
   const irq = new CountingIrq();
   const transport = new VirtioMmioTransport(balloon, memory, irq, {
     name: 'virtio-balloon',
@@ -76,6 +77,11 @@ function stats(entries: [number, bigint][]): Uint8Array {
 }
 
 describe('VirtioBalloon', () => {
+  it('offers DEFLATE_ON_OOM only when asked to', () => {
+    const { driver } = setup(VIRTIO_F_VERSION_1, false);
+    assert.equal(driver.deviceFeatures() & VIRTIO_BALLOON_F_DEFLATE_ON_OOM, 0n);
+  });
+
   it('offers STATS_VQ, DEFLATE_ON_OOM and PAGE_REPORTING', () => {
     const { driver } = setup();
     assert.equal(

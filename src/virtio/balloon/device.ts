@@ -49,6 +49,11 @@ export interface BalloonHost {
 export interface VirtioBalloonOptions {
   /** Initial target in bytes, a multiple of 4 KiB; 0 when absent. */
   targetBytes?: number;
+  /**
+   * Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM. Linux then leaves inflated pages in MemTotal and
+   * may take them back under memory pressure; without it MemTotal drops by the balloon size.
+   */
+  deflateOnOom?: boolean;
   host: BalloonHost;
   log?: LogSink;
 }
@@ -72,11 +77,7 @@ type QueueRole = 'inflate' | 'deflate' | 'stats' | 'reporting';
 /** The virtio-balloon device. */
 export class VirtioBalloon implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_BALLOON;
-  readonly availableFeatures =
-    VIRTIO_F_VERSION_1 |
-    VIRTIO_BALLOON_F_STATS_VQ |
-    VIRTIO_BALLOON_F_DEFLATE_ON_OOM |
-    VIRTIO_BALLOON_F_PAGE_REPORTING;
+  readonly availableFeatures: bigint;
   readonly queueMaxSizes: readonly number[] = Array(VIRTIO_BALLOON_QUEUE_COUNT).fill(
     VIRTIO_BALLOON_QUEUE_SIZE,
   );
@@ -105,6 +106,11 @@ export class VirtioBalloon implements VirtioDevice {
 
   constructor(opts: VirtioBalloonOptions) {
     this.#host = opts.host;
+    this.availableFeatures =
+      VIRTIO_F_VERSION_1 |
+      VIRTIO_BALLOON_F_STATS_VQ |
+      VIRTIO_BALLOON_F_PAGE_REPORTING |
+      (opts.deflateOnOom ? VIRTIO_BALLOON_F_DEFLATE_ON_OOM : 0n);
     this.#log = new RateLimitedLog('virtio-balloon', opts.log);
     this.#numPages = VirtioBalloon.#pagesFor(opts.targetBytes ?? 0);
   }
