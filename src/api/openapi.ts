@@ -44,6 +44,18 @@ export function openApiDocument(): Record<string, unknown> {
           responses: { 204: { description: 'Reset done' } },
         },
       },
+      '/v1/vm/pause': {
+        put: {
+          summary: 'Stop every vCPU where it is (also what --on-violation pause does)',
+          responses: { 204: { description: 'Paused' } },
+        },
+      },
+      '/v1/vm/resume': {
+        put: {
+          summary: 'Let a paused VM run again',
+          responses: { 204: { description: 'Running' } },
+        },
+      },
       '/v1/virtio-mem': {
         get: {
           summary: 'Every virtio-mem device',

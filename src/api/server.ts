@@ -5,8 +5,9 @@
  * `error` code and a message, and changes nothing.
  */
 import { existsSync, unlinkSync } from 'node:fs';
+import { connect } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
-import { MemvisorError } from '../util/errors.js';
+import { InvalidInputError, MemvisorError } from '../util/errors.js';
 import { parseSize } from '../util/size.js';
 import type { VmController, VmEvent } from '../vmm/controller.js';
 import { renderMetrics } from './metrics.js';
@@ -138,6 +139,16 @@ export function createApiServer(vm: VmController): FastifyInstance {
     return reply.code(204).send();
   });
 
+  app.put('/v1/vm/pause', async (_req, reply) => {
+    await vm.pause();
+    return reply.code(204).send();
+  });
+
+  app.put('/v1/vm/resume', async (_req, reply) => {
+    vm.resume();
+    return reply.code(204).send();
+  });
+
   app.put('/v1/vm/stop', async (_req, reply) => {
     // Answer first: stopping ends this process.
     reply.code(202).send({ state: 'stopping' });
@@ -163,9 +174,29 @@ export function createApiServer(vm: VmController): FastifyInstance {
   return app;
 }
 
-/** Serves `vm` on the Unix socket `path`, replacing a stale socket file left by a dead VMM. */
+/** True if something accepts connections on the Unix socket `path`. */
+function socketIsLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Serves `vm` on the Unix socket `path`. A socket file left by a dead VMM is replaced; one a
+ * live server answers on is refused, so two VMs never share a socket.
+ */
 export async function listenApi(vm: VmController, path: string): Promise<FastifyInstance> {
-  if (existsSync(path)) unlinkSync(path);
+  if (existsSync(path)) {
+    if (await socketIsLive(path)) {
+      throw new InvalidInputError(`--api-sock: ${path} is in use by a running VMM`);
+    }
+    unlinkSync(path);
+  }
   const app = createApiServer(vm);
   await app.listen({ path });
   return app;

@@ -16,6 +16,7 @@ const base = (over: Partial<VmConfig> = {}): VmConfig => ({
   distances: undefined,
   virtioMem: [],
   balloon: false,
+  balloonDeflateOnOom: false,
   onViolation: 'log',
   ...over,
 });

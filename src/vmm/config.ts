@@ -9,6 +9,7 @@ import { GiB, MiB, parseSize } from '../util/size.js';
 export const MEMORY_BLOCK_SIZE = 128 * MiB;
 /** Smallest virtio-mem block: the x86-64 pageblock (THP) size. */
 export const MIN_BLOCK_SIZE = 2 * MiB;
+/** The MADT's 8-bit local APIC entries allow at most 254 vCPUs; 64 is what is tested. */
 export const MAX_VCPUS = 64;
 
 /** What `--on-violation` does when the guest touches an unplugged block. */
@@ -38,6 +39,8 @@ export interface VmConfig {
   distances: number[][] | undefined;
   virtioMem: VirtioMemConfig[];
   balloon: boolean;
+  /** Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM (the guest may take inflated pages back). */
+  balloonDeflateOnOom: boolean;
   onViolation: ViolationPolicy;
 }
 

@@ -75,6 +75,10 @@ export interface VmController {
   /** Sets the balloon's target size in bytes. */
   setBalloon(bytes: number): void;
   exec(command: string, timeoutMs?: number): Promise<ExecResult>;
+  /** Stops every vCPU where it is; the VM keeps its state. */
+  pause(): Promise<void>;
+  /** Lets a paused VM run again. */
+  resume(): void;
   /** A system reset, as if the guest rebooted. */
   reset(): void;
   /** Powers the VM off and ends the VMM. */

@@ -65,6 +65,19 @@ export function register(program: Command): void {
       await client(opts).call('PUT', '/v1/vm/reset');
     });
 
+  for (const [name, help] of [
+    ['pause', 'Stop every vCPU where it is'],
+    ['resume', 'Let a paused VM run again'],
+  ] as const) {
+    program
+      .command(name)
+      .description(help)
+      .requiredOption(SOCK_FLAG, SOCK_HELP)
+      .action(async (opts) => {
+        await client(opts).call('PUT', `/v1/vm/${name}`);
+      });
+  }
+
   program
     .command('exec')
     .description('Run a command in the guest; prints its output and exits with its status')
