@@ -37,6 +37,49 @@ export interface BoxOptions {
   timeoutMs?: number;
   /** The folder mounted read-write at its own path; the memvisor checkout when absent. */
   workDir?: string;
+  /**
+   * TCP ports of 127.0.0.1 on the host that QEMU forwards to ports of the box. When given, the
+   * box gets a virtio-net device on QEMU's user network, restricted so that it reaches nothing
+   * but these forwards, and `eth0` comes up as `BOX_NET.address` before the command runs.
+   */
+  hostForwards?: readonly HostForward[];
+}
+
+/** One TCP forward from the host's loopback into the box. */
+export interface HostForward {
+  hostPort: number;
+  boxPort: number;
+}
+
+/** The box's address on QEMU's user network (slirp's default guest address and prefix). */
+export const BOX_NET = { address: '10.0.2.15', prefixLength: 24 } as const;
+
+/** QEMU's `-netdev` and `-device` arguments for `forwards`; none when the list is empty. */
+export function netArgs(forwards: readonly HostForward[]): string[] {
+  if (forwards.length === 0) return [];
+  const rules = forwards.map((f) => {
+    for (const port of [f.hostPort, f.boxPort]) {
+      if (!Number.isInteger(port) || port < 1 || port > 65535) {
+        throw new MemvisorError('invalid_input', `box: bad TCP port ${port}`);
+      }
+    }
+    return `,hostfwd=tcp:127.0.0.1:${f.hostPort}-${BOX_NET.address}:${f.boxPort}`;
+  });
+  return [
+    ...['-netdev', `user,id=n0,restrict=on${rules.join('')}`],
+    // No option ROM: the box boots from -kernel, and iPXE would only add its banner and delay.
+    ...['-device', 'virtio-net-pci,netdev=n0,romfile='],
+  ];
+}
+
+/**
+ * Shell lines that bring up `lo` and `eth0` with the box address, using the host's `ip` seen
+ * through the chroot; the job ends with status 125 if that fails.
+ */
+export function netSetupScript(): string[] {
+  const addr = `${BOX_NET.address}/${BOX_NET.prefixLength}`;
+  const fail = `{ echo 'box: cannot bring up eth0' >&2; exit 125; }`;
+  return [`ip link set lo up && ip link set eth0 up && ip addr add ${addr} dev eth0 || ${fail}`];
 }
 
 /** The checkout this module was built from: the nearest folder up with a package.json. */
@@ -51,8 +94,16 @@ export function shellQuote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The script the box runs in the chroot: set the folder and environment, then exec argv. */
-export function jobScript(argv: readonly string[], cwd: string, env: Record<string, string>) {
+/**
+ * The script the box runs in the chroot: run the `setup` lines, set the folder and environment,
+ * then exec argv.
+ */
+export function jobScript(
+  argv: readonly string[],
+  cwd: string,
+  env: Record<string, string>,
+  setup: readonly string[] = [],
+) {
   if (argv.length === 0) throw new MemvisorError('invalid_input', 'box: no command given');
   for (const name of Object.keys(env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) {
@@ -61,6 +112,7 @@ export function jobScript(argv: readonly string[], cwd: string, env: Record<stri
   }
   const vars = Object.entries(env).map(([k, v]) => shellQuote(`${k}=${v}`));
   return [
+    ...setup,
     `cd ${shellQuote(cwd)} || exit 125`,
     `exec env -i ${vars.join(' ')} ${argv.map(shellQuote).join(' ')}`,
     '',
@@ -98,7 +150,8 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
     ...(process.env.MEMVISOR_CACHE ? { MEMVISOR_CACHE: process.env.MEMVISOR_CACHE } : {}),
     ...opts.env,
   };
-  const job = jobScript(argv, cwd, env);
+  const forwards = opts.hostForwards ?? [];
+  const job = jobScript(argv, cwd, env, forwards.length > 0 ? netSetupScript() : []);
   const results = mkdtempSync(join(tmpdir(), 'memvisor-box-'));
   writeFileSync(join(results, 'workdir'), `${workDir}\n`);
   writeFileSync(join(results, 'job.sh'), job);
@@ -126,6 +179,7 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
     ...['-device', 'virtserialport,chardev=out,name=stdout'],
     ...['-chardev', `socket,id=err,path=${join(results, 'stderr.sock')}`],
     ...['-device', 'virtserialport,chardev=err,name=stderr'],
+    ...netArgs(forwards),
   ];
   const qemu: ChildProcess = spawn('qemu-system-x86_64', args, {
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { MemvisorError } from '../util/errors.js';
+import { dispatchAccel } from './accel.js';
 import { register as registerBox } from './commands/box.js';
 import { register as registerControl } from './commands/control.js';
 import { register as registerDemo } from './commands/demo.js';
@@ -24,7 +25,10 @@ for (const register of [registerRun, registerControl, registerDemo, registerImag
 }
 
 try {
-  await program.parseAsync(process.argv);
+  const args = process.argv.slice(2);
+  const boxed = await dispatchAccel(args);
+  if (boxed !== undefined) process.exitCode = boxed;
+  else await program.parseAsync(args, { from: 'user' });
 } catch (err) {
   if (err instanceof CommanderError) {
     process.exitCode = err.exitCode === 0 ? 0 : 2;

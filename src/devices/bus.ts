@@ -23,7 +23,9 @@ export class Bus {
   insert(base: number, size: number, device: BusDevice): void {
     for (const r of this.#ranges) {
       if (base < r.base + r.size && r.base < base + size) {
-        throw new Error(`bus range 0x${base.toString(16)}+${size} overlaps 0x${r.base.toString(16)}`);
+        throw new Error(
+          `bus range 0x${base.toString(16)}+${size} overlaps 0x${r.base.toString(16)}`,
+        );
       }
     }
     this.#ranges.push({ base, size, device });
@@ -32,7 +34,8 @@ export class Bus {
   /** The device and offset for `addr`, or undefined. */
   find(addr: number): { device: BusDevice; offset: number } | undefined {
     for (const r of this.#ranges) {
-      if (addr >= r.base && addr < r.base + r.size) return { device: r.device, offset: addr - r.base };
+      if (addr >= r.base && addr < r.base + r.size)
+        return { device: r.device, offset: addr - r.base };
     }
     return undefined;
   }

@@ -1,9 +1,9 @@
 /**
  * Builds and caches the guest image: Debian's kernel (bzImage and its ELF vmlinux), the guest
  * initramfs (busybox, the virtio modules, `/init` and the agent) and the box initramfs (busybox,
- * kvm-amd, 9p, virtio-pci and virtio-console). Inputs are Debian packages fetched with
- * `apt-get download`; the manifest records their versions and hashes together with a hash of the
- * scripts, and the image is rebuilt only when one of those changes.
+ * kvm-amd, 9p, virtio-pci, virtio-console and virtio-net). Inputs are Debian packages fetched
+ * with `apt-get download`; the manifest records their versions and hashes together with a hash of
+ * the scripts, and the image is rebuilt only when one of those changes.
  *
  * Known gap: two processes building at the same moment both build; the last rename wins and both
  * results are valid, so nothing breaks but the time spent twice.
@@ -38,7 +38,14 @@ export const BOX_CMDLINE = 'console=ttyS0 rdinit=/init panic=-1 quiet mitigation
 /** Modules the guest loads; their dependencies are added ahead of them. */
 export const GUEST_MODULES = ['virtio_mmio', 'virtio_mem', 'virtio_balloon'] as const;
 /** Modules the box loads; their dependencies are added ahead of them. */
-export const BOX_MODULES = ['kvm-amd', '9p', '9pnet_virtio', 'virtio_pci', 'virtio_console'];
+export const BOX_MODULES = [
+  'kvm-amd',
+  '9p',
+  '9pnet_virtio',
+  'virtio_pci',
+  'virtio_console',
+  'virtio_net',
+];
 
 /** Bumped whenever the layout of the built files changes. */
 const FORMAT_VERSION = 1;

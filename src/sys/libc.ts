@@ -30,7 +30,9 @@ const c = {
   ioctlPtr: libc.func('int ioctl(int fd, unsigned long request, void *arg)'),
   ioctlInt: libc.func('int ioctl(int fd, unsigned long request, unsigned long arg)'),
   ioctlAddr: libc.func('int ioctl(int fd, unsigned long request, uint64_t arg)'),
-  mmap: libc.func('uint64_t mmap(uint64_t addr, size_t len, int prot, int flags, int fd, int64_t off)'),
+  mmap: libc.func(
+    'uint64_t mmap(uint64_t addr, size_t len, int prot, int flags, int fd, int64_t off)',
+  ),
   munmap: libc.func('int munmap(uint64_t addr, size_t len)'),
   madvise: libc.func('int madvise(uint64_t addr, size_t len, int advice)'),
   mprotect: libc.func('int mprotect(uint64_t addr, size_t len, int prot)'),
@@ -41,6 +43,8 @@ const c = {
   eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   read: libc.func('long read(int fd, void *buf, size_t count)'),
   write: libc.func('long write(int fd, const void *buf, size_t count)'),
+  pthreadSelf: libc.func('unsigned long pthread_self()'),
+  pthreadKill: libc.func('int pthread_kill(unsigned long thread, int sig)'),
   syscall6: libc.func(
     'long syscall(long nr, uint64_t a, uint64_t b, uint64_t c, uint64_t d, uint64_t e, uint64_t f)',
   ),
@@ -83,13 +87,27 @@ export function close(fd: number): void {
 }
 
 /** ioctl(2) whose argument is a buffer the kernel reads and/or fills in place. */
-export function ioctlBuf(fd: number, request: number, arg: Uint8Array | null, name: string): number {
+export function ioctlBuf(
+  fd: number,
+  request: number,
+  arg: Uint8Array | null,
+  name: string,
+): number {
   return check(name, c.ioctlPtr(fd, request, arg));
 }
 
 /** ioctl(2) whose argument is an integer (or none). */
 export function ioctlInt(fd: number, request: number, arg: number, name: string): number {
   return check(name, c.ioctlInt(fd, request, arg));
+}
+
+/**
+ * ioctl(2) with an integer argument that reports failure as a negative errno instead of
+ * throwing, for calls whose failures are expected in normal operation (KVM_RUN and EINTR).
+ */
+export function ioctlIntErrno(fd: number, request: number, arg: number): number {
+  const rc = c.ioctlInt(fd, request, arg);
+  return rc === -1 ? -koffi.errno() : Number(rc);
 }
 
 /** ioctl(2) whose argument is a raw host address. */
@@ -159,6 +177,23 @@ export function read(fd: number, buf: Uint8Array): number {
   return check('read', c.read(fd, buf, buf.length));
 }
 
+/** The calling thread's pthread_t, for `pthreadKill` from another thread. */
+export function pthreadSelf(): bigint {
+  return BigInt(c.pthreadSelf());
+}
+
+/** pthread_kill(3): interrupts a blocking system call in `thread` with `sig`. */
+export function pthreadKill(thread: bigint, sig: number): void {
+  const rc = Number(c.pthreadKill(thread, sig));
+  // pthread_kill returns the error number instead of setting errno.
+  if (rc !== 0) throw new SyscallError('pthread_kill', rc);
+}
+
+/** SIGUSR2: the signal that kicks a vCPU thread out of KVM_RUN. */
+export const SIGUSR2 = 12;
+export const EINTR = 4;
+export const EAGAIN = 11;
+
 /** A raw syscall(2) for calls libc does not wrap (mbind). */
 export function syscall(nr: number, name: string, ...args: (number | bigint)[]): number {
   const a = [0, 1, 2, 3, 4, 5].map((i) => BigInt(args[i] ?? 0));
@@ -176,3 +211,19 @@ export function hostView(addr: HostAddress, len: number): ArrayBuffer {
 
 /** The largest host view memvisor creates. */
 export const MAX_VIEW = 1 << 30;
+
+const syscallMbind = libc.func(
+  'long syscall(long nr, uint64_t addr, uint64_t len, int mode, void *nodemask, uint64_t maxnode, unsigned int flags)',
+);
+const SYS_mbind = 237;
+
+/** mbind(2): sets the NUMA memory policy of [addr, addr+len). */
+export function mbind(
+  addr: HostAddress,
+  len: number,
+  mode: number,
+  nodemask: Uint8Array,
+  maxnode: number,
+) {
+  check('mbind', syscallMbind(SYS_mbind, addr, len, mode, nodemask, maxnode, 0));
+}
