@@ -48,7 +48,7 @@ export async function launchVm(
     log += d.toString();
   });
   const exited = new Promise<number>((resolve) => {
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
   });
   let ended: number | undefined;
   void exited.then((c) => {

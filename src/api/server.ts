@@ -35,6 +35,7 @@ const HTTP_STATUS: Record<string, number> = {
   unknown_device: 404,
   not_ready: 409,
   agent_timeout: 504,
+  agent_reset: 409,
 };
 
 function sendError(reply: FastifyReply, err: unknown): FastifyReply {
@@ -49,6 +50,8 @@ function sendError(reply: FastifyReply, err: unknown): FastifyReply {
 export function createApiServer(vm: VmController): FastifyInstance {
   const app = Fastify({
     logger: false,
+    // Closing the API must end event streams and requests the stopped guest will never answer.
+    forceCloseConnections: true,
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
   });
 

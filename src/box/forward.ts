@@ -7,8 +7,8 @@
  */
 import { lstatSync, unlinkSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
-import { RateLimitedLog, stderrSink } from '../virtio/log.js';
 import { MemvisorError } from '../util/errors.js';
+import { RateLimitedLog, stderrSink } from '../virtio/log.js';
 import { BOX_NET } from './box.js';
 
 /** The TCP port inside the box on which the API forwarder listens. */

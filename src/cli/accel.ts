@@ -5,7 +5,7 @@
  * PATH`, PATH is served on the host and piped into the box (src/box/forward.ts), so that the
  * control commands work from any host shell.
  */
-import { accessSync, constants } from 'node:fs';
+import { constants, accessSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -27,7 +27,8 @@ export function bindToHostNode(addr: HostAddress, len: number, node: number): vo
   const nodes = hostNodes();
   if (!nodes.includes(node)) {
     throw new InvalidInputError(
-      `host-node=${node}: this host has NUMA node${nodes.length > 1 ? 's' : ''} ${nodes.join(', ')}`,
+      `host-node=${node}: this host has NUMA ${nodes.length > 1 ? 'nodes' : 'node'} ` +
+        nodes.join(', '),
     );
   }
   const mask = new BigUint64Array(Math.floor(node / 64) + 1);

@@ -75,7 +75,7 @@ test('a plug that fills a hole joins both neighbours', () => {
   assert.deepEqual(slots.ranges(), [[GPA, 3 * BLOCK]]);
 });
 
-test('an access to an unplugged block is a violation that reads all ones and writes nothing', () => {
+test('an unplugged block access is a violation: reads all ones, writes nothing', () => {
   const { backing, r } = region();
   const data = new Uint8Array(4);
   assert.equal(r.access(5 * BLOCK, data, false), 'violation');

@@ -213,7 +213,8 @@ export function hostView(addr: HostAddress, len: number): ArrayBuffer {
 export const MAX_VIEW = 1 << 30;
 
 const syscallMbind = libc.func(
-  'long syscall(long nr, uint64_t addr, uint64_t len, int mode, void *nodemask, uint64_t maxnode, unsigned int flags)',
+  'long syscall(long nr, uint64_t addr, uint64_t len, int mode, void *nodemask, ' +
+    'uint64_t maxnode, unsigned int flags)',
 );
 const SYS_mbind = 237;
 

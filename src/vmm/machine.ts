@@ -173,7 +173,8 @@ export class Machine {
     });
     this.onUnclaimedMmio = (a) => {
       this.#warn.warn(
-        `vcpu ${a.vcpu}: unclaimed MMIO ${a.write ? 'write' : 'read'} addr=${hex(a.addr)} len=${a.data.length}`,
+        `vcpu ${a.vcpu}: unclaimed MMIO ${a.write ? 'write' : 'read'} ` +
+          `addr=${hex(a.addr)} len=${a.data.length}`,
       );
       if (!a.write) a.data.fill(0xff);
     };

@@ -29,7 +29,7 @@ const CODE = [
   [0xf4], // hlt
 ].flat();
 
-test('a vCPU worker runs real KVM exits through the main thread and pauses on request', async () => {
+test('a vCPU worker runs KVM exits through the main thread and pauses on request', async () => {
   const count = 300;
   const code = Uint8Array.from(CODE);
   code[1] = count & 0xff;

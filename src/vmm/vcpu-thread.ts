@@ -30,7 +30,7 @@ export type ExitHandler = (vcpu: VcpuThread, run: KvmRun) => ExitVerdict;
  */
 export type RunErrorHandler = (vcpu: VcpuThread, errno: number, message: string) => void;
 
-/** Atomics.waitAsync (ES2024, in Node 20) typed here because the project compiles against ES2022. */
+/** Atomics.waitAsync (ES2024, in Node 20), typed here: the project compiles against ES2022. */
 type WaitAsyncResult =
   | { async: false; value: 'not-equal' | 'timed-out' }
   | { async: true; value: Promise<'ok' | 'timed-out'> };

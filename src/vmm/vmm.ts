@@ -9,21 +9,21 @@ import type { AcpiConfig } from '../arch/x86/acpi/tables.js';
 import { VIRTIO_MMIO_FIRST_GSI, virtioMmioBase } from '../arch/x86/layout.js';
 import { MappedBacking } from '../memory/backing.js';
 import type { GuestRegion } from '../memory/guest-memory.js';
-import { type MemslotTable, PluggableRegion } from '../memory/pluggable-region.js';
 import { bindToHostNode } from '../memory/numa.js';
+import { type MemslotTable, PluggableRegion } from '../memory/pluggable-region.js';
+import { InvalidInputError, MemvisorError } from '../util/errors.js';
 import { VirtioBalloon } from '../virtio/balloon/device.js';
 import { RateLimitedLog, hex } from '../virtio/log.js';
 import { VirtioMem, type VirtioMemSizeChanged } from '../virtio/mem/device.js';
 import { VIRTIO_MMIO_WINDOW, VirtioMmioTransport } from '../virtio/transport/mmio.js';
-import { InvalidInputError, MemvisorError } from '../util/errors.js';
 import type { VmConfig } from './config.js';
 import type {
   BlockMap,
   ExecResult,
+  VirtioMemStatus,
   VmController,
   VmEvent,
   VmStatus,
-  VirtioMemStatus,
 } from './controller.js';
 import { bootRamRanges, nodeRamRanges, placeVirtioMem } from './layout.js';
 import { Machine, type MachineExit, type UnclaimedMmio } from './machine.js';
@@ -198,6 +198,9 @@ export class Vmm implements VmController {
   async wait(): Promise<MachineExit> {
     const exit = await this.machine.wait();
     if (this.#accounting) clearInterval(this.#accounting);
+    // A command that powered the guest off never answers; its caller must not wait forever.
+    this.#agentReady = false;
+    this.machine.agent.reset();
     return exit;
   }
 
@@ -412,7 +415,8 @@ export class Vmm implements VmController {
       policy: this.config.onViolation,
     });
     if (this.config.onViolation === 'stop') {
-      const message = `guest ${kind} of unplugged virtio-mem memory at ${hex(access.addr)} (${d.id})`;
+      const where = `${hex(access.addr)} (${d.id})`;
+      const message = `guest ${kind} of unplugged virtio-mem memory at ${where}`;
       void this.machine.stop({ kind: 'error', message });
     } else if (this.config.onViolation === 'pause' && !this.#paused) {
       void this.pause();

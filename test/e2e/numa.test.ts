@@ -8,95 +8,98 @@ import { guestOutput, memTotalKiB, resizeAndWait } from '../../src/api/converge.
 import { type LaunchedVm, launchVm } from '../../src/api/launcher.js';
 import { BOOT_TIMEOUT_MS, GiB, MiB, nodeMemTotalKiB } from './support.js';
 
-describe('four NUMA nodes, one device each', { timeout: 3_600_000 }, () => {
-  let vm: LaunchedVm;
-  const base: number[] = [];
-  let total = 0;
+describe(
+  'four NUMA nodes (two with two vCPUs each), one device each',
+  { timeout: 3_600_000 },
+  () => {
+    let vm: LaunchedVm;
+    const base: number[] = [];
+    let total = 0;
 
-  before(async () => {
-    vm = await launchVm(
-      [
-        '--vcpus',
-        '4',
-        '--memory',
-        '1536M',
-        '--numa',
-        'node=0,cpus=0,memory=1G',
-        '--numa',
-        'node=1,cpus=1,memory=512M',
-        '--numa',
-        'node=2,cpus=2',
-        '--numa',
-        'node=3,cpus=3',
-        '--virtio-mem',
-        '1G,id=n0,node=0',
-        '--virtio-mem',
-        '1G,id=n1,node=1',
-        '--virtio-mem',
-        '1G,id=n2,node=2',
-        '--virtio-mem',
-        '1G,id=n3,node=3',
-      ],
-      { timeoutMs: BOOT_TIMEOUT_MS },
-    );
-    for (const n of [0, 1, 2, 3]) base.push(await nodeMemTotalKiB(vm.api, n).catch(() => 0));
-    total = await memTotalKiB(vm.api);
-  });
-  after(async () => {
-    await vm?.close();
-  });
-
-  const nodes = async () =>
-    Promise.all([0, 1, 2, 3].map((n) => nodeMemTotalKiB(vm.api, n).catch(() => 0)));
-
-  test('the guest sees each node with its CPUs and boot memory', async () => {
-    for (const n of [0, 1, 2, 3]) {
-      assert.equal(
-        (await guestOutput(vm.api, `cat /sys/devices/system/node/node${n}/cpulist`)).trim(),
-        String(n),
+    before(async () => {
+      vm = await launchVm(
+        [
+          '--vcpus',
+          '4',
+          '--memory',
+          '1536M',
+          '--numa',
+          'node=0,cpus=0-1,memory=1G',
+          '--numa',
+          'node=1,cpus=2-3,memory=512M',
+          // Nodes 2 and 3 have neither CPUs nor boot memory: only their devices give them memory.
+          '--numa',
+          'node=2',
+          '--numa',
+          'node=3',
+          '--virtio-mem',
+          '1G,id=n0,node=0',
+          '--virtio-mem',
+          '1G,id=n1,node=1',
+          '--virtio-mem',
+          '1G,id=n2,node=2',
+          '--virtio-mem',
+          '1G,id=n3,node=3',
+        ],
+        { timeoutMs: BOOT_TIMEOUT_MS },
       );
-    }
-    assert.ok(base[0]! > 900_000 && base[0]! <= 1_048_576, `node 0 ${base[0]} kB`);
-    assert.ok(base[1]! > 400_000 && base[1]! <= 524_288, `node 1 ${base[1]} kB`);
-    assert.equal(base[2], 0);
-    assert.equal(base[3], 0);
-    const srat = await guestOutput(vm.api, 'dmesg | grep -i "SRAT" || true');
-    assert.match(srat, /hotplug/i);
-  });
+      for (const n of [0, 1, 2, 3]) base.push(await nodeMemTotalKiB(vm.api, n).catch(() => 0));
+      total = await memTotalKiB(vm.api);
+    });
+    after(async () => {
+      await vm?.close();
+    });
 
-  test("node 1's device to 1 GiB grows node 1 by exactly 1 GiB and node 0 not at all", async () => {
-    await resizeAndWait(vm.api, 'n1', GiB, { baseKiB: total });
-    const now = await nodes();
-    assert.equal(now[1]! - base[1]!, GiB / 1024);
-    assert.equal(now[0], base[0]);
-  });
+    const nodes = async () =>
+      Promise.all([0, 1, 2, 3].map((n) => nodeMemTotalKiB(vm.api, n).catch(() => 0)));
 
-  test('node 0 + 512 MiB and node 1 back to 0: each node changes alone', async () => {
-    await resizeAndWait(vm.api, 'n0', 512 * MiB, { baseKiB: total - GiB / 1024 });
-    let now = await nodes();
-    assert.equal(now[0]! - base[0]!, (512 * MiB) / 1024);
-    assert.equal(now[1]! - base[1]!, GiB / 1024);
-    await resizeAndWait(vm.api, 'n1', 0, { baseKiB: total });
-    now = await nodes();
-    assert.equal(now[1], base[1]);
-    assert.equal(now[0]! - base[0]!, (512 * MiB) / 1024);
-    await resizeAndWait(vm.api, 'n0', 0, { baseKiB: total });
-  });
+    test('the guest sees each node with its CPUs and boot memory', async () => {
+      const cpulist = async (n: number) =>
+        (await guestOutput(vm.api, `cat /sys/devices/system/node/node${n}/cpulist`)).trim();
+      assert.equal(await cpulist(0), '0-1');
+      assert.equal(await cpulist(1), '2-3');
+      assert.ok(base[0]! > 900_000 && base[0]! <= 1_048_576, `node 0 ${base[0]} kB`);
+      assert.ok(base[1]! > 400_000 && base[1]! <= 524_288, `node 1 ${base[1]} kB`);
+      assert.equal(base[2], 0);
+      assert.equal(base[3], 0);
+      const srat = await guestOutput(vm.api, 'dmesg | grep -i "SRAT" || true');
+      assert.match(srat, /hotplug/i);
+    });
 
-  test('a node without boot memory gets memory only through its device', async () => {
-    await resizeAndWait(vm.api, 'n2', 256 * MiB, { baseKiB: total });
-    assert.equal(await nodeMemTotalKiB(vm.api, 2), (256 * MiB) / 1024);
-    await resizeAndWait(vm.api, 'n2', 0, { baseKiB: total });
-  });
+    test("node 1's device to 1 GiB grows node 1 by exactly 1 GiB and node 0 not at all", async () => {
+      await resizeAndWait(vm.api, 'n1', GiB, { baseKiB: total });
+      const now = await nodes();
+      assert.equal(now[1]! - base[1]!, GiB / 1024);
+      assert.equal(now[0], base[0]);
+    });
 
-  test('four devices resized at the same time all converge', async () => {
-    const sizes = [256 * MiB, 512 * MiB, 128 * MiB, 384 * MiB];
-    await Promise.all(
-      sizes.map((s, i) => vm.api.call('PATCH', `/v1/virtio-mem/n${i}`, { requested_size: s })),
-    );
-    const steps = await Promise.all(sizes.map((s, i) => resizeAndWait(vm.api, `n${i}`, s)));
-    steps.forEach((step, i) => assert.equal(step.device.plugged_size, sizes[i]));
-    const now = await nodes();
-    sizes.forEach((s, i) => assert.equal(now[i]! - base[i]!, s / 1024, `node ${i}`));
-  });
-});
+    test('node 0 + 512 MiB and node 1 back to 0: each node changes alone', async () => {
+      await resizeAndWait(vm.api, 'n0', 512 * MiB, { baseKiB: total - GiB / 1024 });
+      let now = await nodes();
+      assert.equal(now[0]! - base[0]!, (512 * MiB) / 1024);
+      assert.equal(now[1]! - base[1]!, GiB / 1024);
+      await resizeAndWait(vm.api, 'n1', 0, { baseKiB: total });
+      now = await nodes();
+      assert.equal(now[1], base[1]);
+      assert.equal(now[0]! - base[0]!, (512 * MiB) / 1024);
+      await resizeAndWait(vm.api, 'n0', 0, { baseKiB: total });
+    });
+
+    test('a node without boot memory gets memory only through its device', async () => {
+      await resizeAndWait(vm.api, 'n2', 256 * MiB, { baseKiB: total });
+      assert.equal(await nodeMemTotalKiB(vm.api, 2), (256 * MiB) / 1024);
+      await resizeAndWait(vm.api, 'n2', 0, { baseKiB: total });
+    });
+
+    test('four devices resized at the same time all converge', async () => {
+      const sizes = [256 * MiB, 512 * MiB, 128 * MiB, 384 * MiB];
+      await Promise.all(
+        sizes.map((s, i) => vm.api.call('PATCH', `/v1/virtio-mem/n${i}`, { requested_size: s })),
+      );
+      const steps = await Promise.all(sizes.map((s, i) => resizeAndWait(vm.api, `n${i}`, s)));
+      steps.forEach((step, i) => assert.equal(step.device.plugged_size, sizes[i]));
+      const now = await nodes();
+      sizes.forEach((s, i) => assert.equal(now[i]! - base[i]!, s / 1024, `node ${i}`));
+    });
+  },
+);

@@ -96,7 +96,7 @@ describe('a guest that touches unplugged memory', { timeout: 1_200_000 }, () => 
     assert.match(r.stderr, /virtio-mem\[mem0\]: plugged 0 of 1073741824 bytes; resident 0 bytes/);
   });
 
-  test('with --on-violation stop the VM ends at the first access with a clear message', async () => {
+  test('with --on-violation stop the VM ends at the first access, saying why', async () => {
     const r = await memvisor([
       'run',
       '--memory',

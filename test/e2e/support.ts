@@ -3,8 +3,8 @@
  * a software-KVM host); every test boots real Debian guests through `memvisor run`.
  */
 import { spawn } from 'node:child_process';
-import { guestOutput } from '../../src/api/converge.js';
 import type { ApiClient } from '../../src/api/client.js';
+import { guestOutput } from '../../src/api/converge.js';
 import { CLI } from '../../src/api/launcher.js';
 
 /** Time one guest boot may take in the box, with margin for a loaded host. */

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ApiError } from '../../src/api/client.js';
+import type { ApiError } from '../../src/api/client.js';
 import { guestOutput, memTotalKiB, resizeAndWait } from '../../src/api/converge.js';
 import { type LaunchedVm, launchVm } from '../../src/api/launcher.js';
 import type { BlockMap, VirtioMemStatus, VmStatus } from '../../src/vmm/controller.js';
@@ -48,7 +48,7 @@ describe('virtio-mem on a 1 GiB guest with a 4 GiB device', { timeout: 3_600_000
     assert.match(iomem, /100000000-1ffffffff : virtio\d+/);
   });
 
-  test('0 -> 1 GiB -> 4 GiB -> 512 MiB -> 0: plugged, MemTotal and host memory follow', async () => {
+  test('0 -> 1 GiB -> 4 GiB -> 512 MiB -> 0: plugged, MemTotal, host memory follow', async () => {
     let previous = 0;
     for (const bytes of [GiB, 4 * GiB, 512 * MiB, 0]) {
       const step = await resizeAndWait(vm.api, 'mem0', bytes, { baseKiB: base });
@@ -71,7 +71,7 @@ describe('virtio-mem on a 1 GiB guest with a 4 GiB device', { timeout: 3_600_000
     assert.equal(step.memTotalKiB - base, (130 * MiB) / 1024);
   });
 
-  test('the whole region plugs every block and the driver never marks the device broken', async () => {
+  test('the whole region plugs every block; the driver never marks the device broken', async () => {
     const step = await resizeAndWait(vm.api, 'mem0', REGION, { baseKiB: base });
     assert.equal(step.device.plugged_size, REGION);
     const map = await vm.api.call<BlockMap>('GET', '/v1/virtio-mem/mem0/blocks');
@@ -134,12 +134,13 @@ describe('virtio-mem on a 1 GiB guest with a 4 GiB device', { timeout: 3_600_000
     await guestOutput(vm.api, 'umount /mnt/p');
   });
 
-  test('balloon: inflating 256 MiB takes it from the guest and the host, deflating gives it back', async () => {
+  test('balloon: inflating 256 MiB takes it from guest and host, deflate returns it', async () => {
     await resizeAndWait(vm.api, 'mem0', 0, { baseKiB: base });
     // Make the guest touch its memory so the host holds it before the balloon takes it.
     await guestOutput(
       vm.api,
-      'mkdir -p /mnt/q && mount -t tmpfs tmpfs /mnt/q && head -c 400m /dev/zero > /mnt/q/z && rm /mnt/q/z',
+      'mkdir -p /mnt/q && mount -t tmpfs tmpfs /mnt/q && ' +
+        'head -c 400m /dev/zero > /mnt/q/z && rm /mnt/q/z',
     );
     const before = await vm.api.call<VmStatus>('GET', '/v1/vm');
     await vm.api.call('PUT', '/v1/balloon', { target_size: 256 * MiB });

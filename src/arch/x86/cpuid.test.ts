@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { type CpuidEntry, filterCpuid } from './cpuid.js';
+import type { CpuidEntry } from '../../kvm/structs.js';
+import { filterCpuid } from './cpuid.js';
 
 function leaf(fn: number, index: number, regs: Partial<CpuidEntry> = {}): CpuidEntry {
   const flags = [4, 0xb, 0x1f].includes(fn) ? 1 : 0;

@@ -4,16 +4,7 @@
  * memvisor does not emulate taken out.
  */
 
-/** One CPUID leaf/subleaf as `struct kvm_cpuid_entry2` carries it. */
-export interface CpuidEntry {
-  function: number;
-  index: number;
-  flags: number;
-  eax: number;
-  ebx: number;
-  ecx: number;
-  edx: number;
-}
+import type { CpuidEntry } from '../../kvm/structs.js';
 
 /** Which vCPU the table is for, and how many the VM has. */
 export interface VcpuTopology {

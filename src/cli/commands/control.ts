@@ -4,8 +4,8 @@
  */
 import type { Command } from 'commander';
 import { ApiClient } from '../../api/client.js';
-import type { BlockMap, VmStatus, VirtioMemStatus } from '../../vmm/controller.js';
 import { parseSize } from '../../util/size.js';
+import type { BlockMap, VirtioMemStatus, VmStatus } from '../../vmm/controller.js';
 import { fail, sizeOption } from '../options.js';
 
 const SOCK_FLAG = '--api-sock <path>';

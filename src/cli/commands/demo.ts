@@ -5,14 +5,17 @@
  * the seconds each step took.
  */
 import type { Command } from 'commander';
-import { memTotalKiB, resizeAndWait } from '../../api/converge.js';
+import { guestOutput, memTotalKiB, resizeAndWait } from '../../api/converge.js';
 import { launchVm } from '../../api/launcher.js';
-import type { BlockMap } from '../../vmm/controller.js';
 import { GiB, MiB, formatSize } from '../../util/size.js';
 import { textTable } from '../../util/table.js';
+import type { BlockMap, VmStatus } from '../../vmm/controller.js';
 import { renderBlocks } from './control.js';
 
 const STEPS = [GiB, 3 * GiB, 512 * MiB, 0];
+const FILL =
+  'mkdir -p /mnt/demo && mount -t tmpfs tmpfs /mnt/demo && ' +
+  'head -c 536870912 /dev/zero > /mnt/demo/fill';
 
 export function register(program: Command): void {
   program
@@ -52,7 +55,21 @@ export function register(program: Command): void {
           if (bytes === 3 * GiB) {
             const map = await vm.api.call<BlockMap>('GET', '/v1/virtio-mem/mem0/blocks');
             console.log(`\n${renderBlocks(map)}\n`);
+            // Memory the guest never touches costs the host nothing; using some shows it.
+            await guestOutput(vm.api, FILL, 600_000);
+            const used = (await vm.api.call<VmStatus>('GET', '/v1/vm')).virtio_mem[0]!;
+            rows.push([
+              '(guest fills 512 MiB)',
+              '',
+              '',
+              '',
+              formatSize(used.resident_bytes),
+              '',
+              '',
+            ]);
+            console.log('the guest wrote 512 MiB into a tmpfs file');
           }
+          if (bytes === 512 * MiB) await guestOutput(vm.api, 'rm -f /mnt/demo/fill');
         }
         console.log(
           `\n${textTable(
