@@ -174,6 +174,8 @@ export class Vm {
   readonly vcpuMmapSize: number;
   readonly #slots = new Map<number, Memslot>();
   #allocated = new Set<number>();
+  /** No slot number below this one is free. */
+  #lowestFree = 0;
 
   constructor(fd: number, maxMemslots: number, vcpuMmapSize: number) {
     this.fd = fd;
@@ -227,15 +229,29 @@ export class Vm {
     ioctlBuf(this.fd, KVM_SET_PIT2, state, 'KVM_SET_PIT2');
   }
 
-  /** Reserves a free slot number; throws `memslots_exhausted` when none is left. */
+  /** Reserves the lowest free slot number; throws `memslots_exhausted` when none is left. */
   allocateSlot(): number {
-    for (let slot = 0; slot < this.maxMemslots; slot++) {
+    for (let slot = this.#lowestFree; slot < this.maxMemslots; slot++) {
       if (!this.#allocated.has(slot)) {
         this.#allocated.add(slot);
+        this.#lowestFree = slot + 1;
         return slot;
       }
     }
     throw new MemvisorError('memslots_exhausted', `all ${this.maxMemslots} KVM memslots in use`);
+  }
+
+  /** Frees a slot number from `allocateSlot` that was never mapped. */
+  releaseSlot(slot: number): void {
+    if (this.#slots.has(slot)) {
+      throw new MemvisorError('memslot_mapped', `memslot ${slot} is mapped; delete it instead`);
+    }
+    this.#free(slot);
+  }
+
+  #free(slot: number): void {
+    this.#allocated.delete(slot);
+    this.#lowestFree = Math.min(this.#lowestFree, slot);
   }
 
   /**
@@ -261,7 +277,7 @@ export class Vm {
     );
     if (size === 0) {
       this.#slots.delete(slot);
-      this.#allocated.delete(slot);
+      this.#free(slot);
     } else {
       this.#slots.set(slot, { slot, gpa, size, hostAddress, flags });
     }

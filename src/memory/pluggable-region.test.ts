@@ -13,6 +13,10 @@ class FakeSlots implements MemslotTable {
   next = 0;
   live = new Map<number, { gpa: number; size: number; host: bigint }>();
   calls = 0;
+  unmaps: number[] = [];
+  released: number[] = [];
+  /** Refuse the map call with this index (counting from 0), as KVM out of memory would. */
+  failAt = -1;
 
   allocate(): number {
     return this.next++;
@@ -20,6 +24,7 @@ class FakeSlots implements MemslotTable {
 
   map(slot: number, gpa: number, size: number, host: bigint): void {
     assert.ok(!this.live.has(slot), `slot ${slot} mapped twice`);
+    if (this.calls === this.failAt) throw new Error('KVM_SET_USER_MEMORY_REGION: ENOMEM');
     this.calls++;
     this.live.set(slot, { gpa, size, host });
   }
@@ -27,6 +32,12 @@ class FakeSlots implements MemslotTable {
   unmap(slot: number): void {
     assert.ok(this.live.delete(slot), `slot ${slot} unmapped but not live`);
     this.calls++;
+    this.unmaps.push(slot);
+  }
+
+  release(slot: number): void {
+    assert.ok(!this.live.has(slot), `slot ${slot} released while mapped`);
+    this.released.push(slot);
   }
 
   /** The mapped ranges, sorted, as [gpa, size] pairs. */
@@ -41,38 +52,56 @@ function region(blocks = 16) {
   return { slots, backing, r: new PluggableRegion(GPA, BLOCK, backing, slots) };
 }
 
-test('plugging adjacent ranges merges them into one memory slot', () => {
+test('each plugged block gets a slot of its own at its host offset', () => {
   const { slots, r } = region();
-  r.plug(0, 2 * BLOCK);
-  r.plug(2 * BLOCK, BLOCK);
-  assert.deepEqual(slots.ranges(), [[GPA, 3 * BLOCK]]);
-  assert.equal(r.slotCount, 1);
-  const only = [...slots.live.values()][0]!;
-  assert.equal(only.host, HOST);
-});
-
-test('unplugging the middle of a run splits it and discards the host pages', () => {
-  const { slots, backing, r } = region();
-  r.plug(0, 8 * BLOCK);
-  backing.bytes.fill(7, 3 * BLOCK, 5 * BLOCK);
-  r.unplug(3 * BLOCK, 2 * BLOCK);
+  r.plug(2 * BLOCK, 3 * BLOCK);
   assert.deepEqual(slots.ranges(), [
-    [GPA, 3 * BLOCK],
-    [GPA + 5 * BLOCK, 3 * BLOCK],
+    [GPA + 2 * BLOCK, BLOCK],
+    [GPA + 3 * BLOCK, BLOCK],
+    [GPA + 4 * BLOCK, BLOCK],
   ]);
-  assert.equal(backing.residentBytes(3 * BLOCK, 2 * BLOCK), 0);
-  assert.equal(r.picture(), '###..###........');
-  const second = [...slots.live.values()].find((s) => s.gpa === GPA + 5 * BLOCK)!;
-  assert.equal(second.host, HOST + BigInt(5 * BLOCK));
+  assert.equal(r.slotCount, 3);
+  const hosts = [...slots.live.values()].map((v) => v.host).sort();
+  assert.deepEqual(
+    hosts,
+    [2, 3, 4].map((b) => HOST + BigInt(b * BLOCK)),
+  );
 });
 
-test('a plug that fills a hole joins both neighbours', () => {
+test('a plug beside plugged blocks never deletes their slots', () => {
   const { slots, r } = region();
   r.plug(0, BLOCK);
   r.plug(2 * BLOCK, BLOCK);
-  assert.equal(r.slotCount, 2);
   r.plug(BLOCK, BLOCK);
-  assert.deepEqual(slots.ranges(), [[GPA, 3 * BLOCK]]);
+  assert.deepEqual(slots.unmaps, []);
+  assert.equal(r.slotCount, 3);
+  assert.equal(r.picture(), '###.............');
+});
+
+test('unplugging the middle deletes only those slots and discards their host pages', () => {
+  const { slots, backing, r } = region();
+  r.plug(0, 8 * BLOCK);
+  const kept = [...slots.live.entries()].filter(([, v]) => v.gpa < GPA + 3 * BLOCK);
+  backing.bytes.fill(7, 0, 8 * BLOCK);
+  r.unplug(3 * BLOCK, 2 * BLOCK);
+  assert.equal(slots.unmaps.length, 2);
+  assert.equal(r.slotCount, 6);
+  for (const [slot, v] of kept) assert.deepEqual(slots.live.get(slot), v);
+  assert.equal(backing.residentBytes(3 * BLOCK, 2 * BLOCK), 0);
+  assert.equal(backing.bytes[3 * BLOCK - 1], 7);
+  assert.equal(backing.bytes[5 * BLOCK], 7);
+  assert.equal(r.picture(), '###..###........');
+});
+
+test('a plug KVM refuses halfway leaves nothing mapped and nothing plugged', () => {
+  const { slots, r } = region();
+  slots.failAt = 2;
+  assert.throws(() => r.plug(0, 4 * BLOCK), /ENOMEM/);
+  assert.equal(slots.live.size, 0);
+  assert.equal(slots.released.length, 1);
+  assert.equal(r.slotCount, 0);
+  assert.equal(r.picture(), '.'.repeat(16));
+  assert.equal(r.allPlugged(0, BLOCK), false);
 });
 
 test('an unplugged block access is a violation: reads all ones, writes nothing', () => {

@@ -1,15 +1,17 @@
 /**
  * A guest-physical region whose blocks are given to the guest one by one: the host memory of
  * the whole region is reserved up front, but only plugged blocks are mapped into the guest,
- * through one KVM memory slot per maximal run of plugged blocks. An unplugged block has no
- * slot, so a guest access to it leaves KVM as an MMIO exit and is caught at that access; its
- * host pages are discarded and nothing the guest does can make them resident again.
+ * each through a KVM memory slot of its own. An unplugged block has no slot, so a guest access
+ * to it leaves KVM as an MMIO exit and is caught at that access; its host pages are discarded
+ * and nothing the guest does can make them resident again.
  *
- * Changing a run means deleting its slot and creating the new ones: KVM cannot resize a slot.
- * In that short window a vCPU may touch plugged memory that has no slot; `access()` completes
- * such an access from the backing, so the guest sees ordinary RAM. An instruction fetch from
- * that window cannot be completed this way and would stop the vCPU with an emulation error;
- * Linux does not execute from memory it is plugging or unplugging, so this is not expected.
+ * One slot per block, not per run of plugged blocks, because KVM can neither resize nor
+ * atomically replace a slot: merging or splitting runs means deleting a slot that maps memory
+ * the guest is using, and an instruction fetch, page-table walk or vector store that lands in
+ * that window cannot be completed by the VMM (the guest gets #UD or a triple fault). With a
+ * slot per block, plugging and unplugging only ever create or delete the slots of the blocks
+ * that change. The cost is one memory slot per plugged block: the Vmm refuses, at start, a
+ * configuration whose blocks could outnumber the slots KVM offers.
  */
 import { MemvisorError } from '../util/errors.js';
 import type { Backing } from './backing.js';
@@ -22,16 +24,12 @@ export interface MemslotTable {
   map(slot: number, gpa: number, size: number, hostAddress: bigint): void;
   /** Deletes `slot`'s mapping and frees the slot number. */
   unmap(slot: number): void;
+  /** Frees a slot number that `allocate` gave but that was never mapped. */
+  release(slot: number): void;
 }
 
 /** The outcome of a guest access that reached the VMM instead of RAM. */
 export type AccessOutcome = 'emulated' | 'violation';
-
-interface Run {
-  first: number;
-  count: number;
-  slot: number;
-}
 
 export class PluggableRegion {
   readonly gpa: number;
@@ -40,7 +38,9 @@ export class PluggableRegion {
   readonly backing: Backing;
   readonly #slots: MemslotTable;
   readonly #plugged: Uint8Array;
-  #runs: Run[] = [];
+  /** The memory slot of each plugged block; -1 for an unplugged one. */
+  readonly #slotOf: Int32Array;
+  #slotCount = 0;
 
   constructor(gpa: number, blockSize: number, backing: Backing, slots: MemslotTable) {
     if (backing.size % blockSize !== 0 || gpa % blockSize !== 0) {
@@ -55,11 +55,17 @@ export class PluggableRegion {
     this.backing = backing;
     this.#slots = slots;
     this.#plugged = new Uint8Array(backing.size / blockSize);
+    this.#slotOf = new Int32Array(backing.size / blockSize).fill(-1);
   }
 
-  /** KVM memory slots the region uses now. */
+  /** Blocks in the region: the most memory slots it can use at once. */
+  get blockCount(): number {
+    return this.#plugged.length;
+  }
+
+  /** KVM memory slots the region uses now: one per plugged block. */
   get slotCount(): number {
-    return this.#runs.length;
+    return this.#slotCount;
   }
 
   /** True if the block holding region offset `offset` is plugged. */
@@ -77,18 +83,34 @@ export class PluggableRegion {
     return true;
   }
 
-  /** Maps the blocks of [offset, offset+len) into the guest. The caller checked the range. */
+  /**
+   * Maps the blocks of [offset, offset+len) into the guest. The caller checked the range. All
+   * or nothing: if KVM refuses a slot, the blocks this call mapped are unmapped again and the
+   * error is rethrown.
+   */
   plug(offset: number, len: number): void {
     const [first, count] = this.#blocks(offset, len);
-    for (let b = first; b < first + count; b++) this.#plugged[b] = 1;
-    this.#remap(first - 1, first + count + 1);
+    const mapped: number[] = [];
+    try {
+      for (let b = first; b < first + count; b++) {
+        if (this.#plugged[b]) continue;
+        this.#mapBlock(b);
+        mapped.push(b);
+      }
+    } catch (err) {
+      for (const b of mapped) this.#unmapBlock(b);
+      throw err;
+    }
+    for (const b of mapped) this.#plugged[b] = 1;
   }
 
   /** Unmaps the blocks of [offset, offset+len) and gives their memory back to the host. */
   unplug(offset: number, len: number): void {
     const [first, count] = this.#blocks(offset, len);
-    for (let b = first; b < first + count; b++) this.#plugged[b] = 0;
-    this.#remap(first, first + count);
+    for (let b = first; b < first + count; b++) {
+      this.#plugged[b] = 0;
+      this.#unmapBlock(b);
+    }
     // Discard only once no slot maps the range, so the guest cannot fault the pages back in.
     this.backing.discard(offset, len);
   }
@@ -96,15 +118,15 @@ export class PluggableRegion {
   /** Unplugs every block (system reset, UNPLUG_ALL). */
   unplugAll(): void {
     this.#plugged.fill(0);
-    for (const run of this.#runs) this.#slots.unmap(run.slot);
-    this.#runs = [];
+    for (let b = 0; b < this.#slotOf.length; b++) this.#unmapBlock(b);
     this.backing.discard(0, this.size);
   }
 
   /**
    * Handles a guest access at region offset `offset` that had no memory slot. A plugged block
-   * is in a slot update: the access is completed on the backing. Otherwise it is a violation:
-   * reads see all ones, writes are dropped, and the host memory is not touched.
+   * can only be met here in the instant between its bit and its slot changing (a vCPU racing
+   * the plug): the access is completed on the backing. Otherwise it is a violation: reads see
+   * all ones, writes are dropped, and the host memory is not touched.
    */
   access(offset: number, data: Uint8Array, isWrite: boolean): AccessOutcome {
     if (this.allPlugged(offset, data.length)) {
@@ -139,39 +161,29 @@ export class PluggableRegion {
     return [offset / this.blockSize, len / this.blockSize];
   }
 
-  /**
-   * Rebuilds the slots of every run that touches blocks [from, to): deletes them, then maps the
-   * maximal plugged runs of the span they and the range cover.
-   */
-  #remap(from: number, to: number): void {
-    const lo = Math.max(0, from);
-    const hi = Math.min(this.#plugged.length, to);
-    const touched = this.#runs.filter((r) => r.first < hi && r.first + r.count > lo);
-    let spanFirst = lo;
-    let spanEnd = hi;
-    for (const r of touched) {
-      spanFirst = Math.min(spanFirst, r.first);
-      spanEnd = Math.max(spanEnd, r.first + r.count);
-      this.#slots.unmap(r.slot);
-    }
-    const kept = this.#runs.filter((r) => !touched.includes(r));
-    let b = spanFirst;
-    while (b < spanEnd) {
-      if (!this.#plugged[b]) {
-        b++;
-        continue;
-      }
-      const first = b;
-      while (b < this.#plugged.length && this.#plugged[b]) b++;
-      const run = { first, count: b - first, slot: this.#slots.allocate() };
+  /** Gives block `b` a memory slot; a failure leaves the block unmapped and is rethrown. */
+  #mapBlock(b: number): void {
+    const slot = this.#slots.allocate();
+    try {
       this.#slots.map(
-        run.slot,
-        this.gpa + first * this.blockSize,
-        run.count * this.blockSize,
-        this.backing.hostAddress! + BigInt(first * this.blockSize),
+        slot,
+        this.gpa + b * this.blockSize,
+        this.blockSize,
+        this.backing.hostAddress! + BigInt(b * this.blockSize),
       );
-      kept.push(run);
+    } catch (err) {
+      this.#slots.release(slot);
+      throw err;
     }
-    this.#runs = kept.sort((a, b2) => a.first - b2.first);
+    this.#slotOf[b] = slot;
+    this.#slotCount++;
+  }
+
+  #unmapBlock(b: number): void {
+    const slot = this.#slotOf[b]!;
+    if (slot < 0) return;
+    this.#slots.unmap(slot);
+    this.#slotOf[b] = -1;
+    this.#slotCount--;
   }
 }

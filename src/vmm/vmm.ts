@@ -64,7 +64,25 @@ function memslots(machine: Machine): MemslotTable {
     allocate: () => machine.vm.allocateSlot(),
     map: (slot, gpa, size, host) => machine.vm.setMemoryRegion(slot, gpa, size, host),
     unmap: (slot) => machine.vm.setMemoryRegion(slot, 0, 0, 0n),
+    release: (slot) => machine.vm.releaseSlot(slot),
   };
+}
+
+/**
+ * Every block of every region may be plugged at once, and each takes a KVM memory slot of its
+ * own (src/memory/pluggable-region.ts), so the blocks must fit the slots left after boot RAM.
+ */
+export function checkSlotBudget(
+  placed: { config: { id: string; regionSize: number; blockSize: number } }[],
+  free: number,
+): void {
+  const blocks = placed.reduce((n, p) => n + p.config.regionSize / p.config.blockSize, 0);
+  if (blocks <= free) return;
+  const list = placed.map((p) => `${p.config.id} ${p.config.regionSize / p.config.blockSize}`);
+  throw new InvalidInputError(
+    `virtio-mem: ${blocks} blocks in all (${list.join(', ')}) need as many KVM memory slots, ` +
+      `and this KVM has ${free} left; use a larger block= or smaller regions`,
+  );
 }
 
 export class Vmm implements VmController {
@@ -123,6 +141,7 @@ export class Vmm implements VmController {
       log: this.#log,
     });
     const machine = this.machine;
+    checkSlotBudget(placed, machine.vm.maxMemslots - machine.vm.memslots.length);
 
     placed.forEach((p, i) => {
       const region = new PluggableRegion(

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { guestOutput, memTotalKiB } from '../../src/api/converge.js';
 import { type LaunchedVm, launchVm } from '../../src/api/launcher.js';
-import { BOOT_TIMEOUT_MS, guestNumber, memvisor } from './support.js';
+import { BOOT_TIMEOUT_MS, closeKeepingLog, guestNumber, memvisor } from './support.js';
 
 test(
   'run --exec prints nproc and MemTotal of a 2-vCPU 1 GiB guest',
@@ -33,9 +33,7 @@ describe('a 1-vCPU 512 MiB guest', { timeout: BOOT_TIMEOUT_MS * 2 }, () => {
   before(async () => {
     vm = await launchVm(['--vcpus', '1', '--memory', '512M'], { timeoutMs: BOOT_TIMEOUT_MS });
   });
-  after(async () => {
-    await vm?.close();
-  });
+  after(() => closeKeepingLog(vm, 'boot-1vcpu'));
 
   test('nproc is 1 and MemTotal follows --memory', async () => {
     assert.equal(await guestNumber(vm.api, 'nproc'), 1);
@@ -68,9 +66,7 @@ describe('a 4-vCPU 2 GiB guest', { timeout: BOOT_TIMEOUT_MS * 2 }, () => {
   before(async () => {
     vm = await launchVm(['--vcpus', '4', '--memory', '2G'], { timeoutMs: BOOT_TIMEOUT_MS });
   });
-  after(async () => {
-    await vm?.close();
-  });
+  after(() => closeKeepingLog(vm, 'boot-4vcpu'));
 
   test('nproc is 4 and MemTotal follows --memory', async () => {
     assert.equal(await guestNumber(vm.api, 'nproc'), 4);

@@ -11,7 +11,7 @@ import { guestOutput, memTotalKiB, resizeAndWait } from '../../src/api/converge.
 import { type LaunchedVm, launchVm } from '../../src/api/launcher.js';
 import { rogueKernel } from '../../src/guest/rogue.js';
 import type { VmStatus } from '../../src/vmm/controller.js';
-import { BOOT_TIMEOUT_MS, GiB, MiB, memvisor } from './support.js';
+import { BOOT_TIMEOUT_MS, GiB, MiB, closeKeepingLog, memvisor } from './support.js';
 
 const BLOCK = 2 * MiB;
 
@@ -25,9 +25,7 @@ describe('reset and rebind on a 1 GiB guest with a 2 GiB device', { timeout: 3_6
     });
     base = await memTotalKiB(vm.api);
   });
-  after(async () => {
-    await vm?.close();
-  });
+  after(() => closeKeepingLog(vm, 'reset'));
 
   test('guest reboot: plugged drops to 0 at the reset, then comes back to 1 GiB', async () => {
     await resizeAndWait(vm.api, 'mem0', GiB, { baseKiB: base });

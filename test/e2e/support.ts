@@ -3,12 +3,25 @@
  * a software-KVM host); every test boots real Debian guests through `memvisor run`.
  */
 import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { ApiClient } from '../../src/api/client.js';
 import { guestOutput } from '../../src/api/converge.js';
-import { CLI } from '../../src/api/launcher.js';
+import { CLI, type LaunchedVm } from '../../src/api/launcher.js';
 
 /** Time one guest boot may take in the box, with margin for a loaded host. */
 export const BOOT_TIMEOUT_MS = 600_000;
+
+/** Where each suite's VM output is kept (`dist/e2e-logs`), to read after a failure. */
+export const LOG_DIR = resolve(dirname(CLI), '../../e2e-logs');
+
+/** Stops `vm` and keeps everything it printed, its console included, in LOG_DIR/name.log. */
+export async function closeKeepingLog(vm: LaunchedVm | undefined, name: string): Promise<void> {
+  if (!vm) return;
+  const code = await vm.close();
+  mkdirSync(LOG_DIR, { recursive: true });
+  writeFileSync(join(LOG_DIR, `${name}.log`), `${vm.output()}\n[memvisor exited ${code}]\n`);
+}
 
 /** The result of a `memvisor` process run to its end. */
 export interface CliRun {

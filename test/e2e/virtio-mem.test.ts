@@ -9,7 +9,7 @@ import type { ApiError } from '../../src/api/client.js';
 import { guestOutput, memTotalKiB, resizeAndWait } from '../../src/api/converge.js';
 import { type LaunchedVm, launchVm } from '../../src/api/launcher.js';
 import type { BlockMap, VirtioMemStatus, VmStatus } from '../../src/vmm/controller.js';
-import { BOOT_TIMEOUT_MS, GiB, MiB } from './support.js';
+import { BOOT_TIMEOUT_MS, GiB, MiB, closeKeepingLog } from './support.js';
 
 const REGION = 4 * GiB;
 const BLOCK = 2 * MiB;
@@ -27,9 +27,7 @@ describe('virtio-mem on a 1 GiB guest with a 4 GiB device', { timeout: 3_600_000
     );
     base = await memTotalKiB(vm.api);
   });
-  after(async () => {
-    await vm?.close();
-  });
+  after(() => closeKeepingLog(vm, 'virtio-mem'));
 
   const device = async (): Promise<VirtioMemStatus> =>
     (await vm.api.call<VmStatus>('GET', '/v1/vm')).virtio_mem[0]!;
