@@ -91,6 +91,8 @@ export const VM_STATUS = {
           node: { type: 'integer' },
           cpus: { type: 'array', items: { type: 'integer' } },
           boot_memory: BYTES,
+          requested_size: BYTES,
+          plugged_size: BYTES,
         },
       },
     },

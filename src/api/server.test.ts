@@ -48,7 +48,15 @@ class FakeVm implements VmController {
       resident_bytes: 123,
       uptime_ms: 5,
       resets: this.resets,
-      numa_nodes: [{ node: 0, cpus: [0, 1], boot_memory: 1024 * MiB }],
+      numa_nodes: [
+        {
+          node: 0,
+          cpus: [0, 1],
+          boot_memory: 1024 * MiB,
+          requested_size: 256 * MiB,
+          plugged_size: 128 * MiB,
+        },
+      ],
       virtio_mem: [this.device()],
       balloon: null,
     };
@@ -92,6 +100,20 @@ describe('control API', () => {
   const app = createApiServer(vm);
   const patch = (body: unknown, id = 'mem0') =>
     app.inject({ method: 'PATCH', url: `/v1/virtio-mem/${id}`, payload: body as object });
+
+  test('status reports each NUMA node with its boot, requested and plugged bytes', async () => {
+    const res = await app.inject({ method: 'GET', url: '/v1/vm' });
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(res.json().numa_nodes, [
+      {
+        node: 0,
+        cpus: [0, 1],
+        boot_memory: 1024 * MiB,
+        requested_size: 256 * MiB,
+        plugged_size: 128 * MiB,
+      },
+    ]);
+  });
 
   test('a resize in bytes or with a unit sets the requested size', async () => {
     let res = await patch({ requested_size: 64 * MiB });

@@ -34,6 +34,15 @@ export interface BalloonStatus {
   stats: Record<string, number>;
 }
 
+/** One guest NUMA node: its boot memory, and its virtio-mem devices' sizes added up. */
+export interface NumaNodeStatus {
+  node: number;
+  cpus: number[];
+  boot_memory: number;
+  requested_size: number;
+  plugged_size: number;
+}
+
 /** The VM's state as `status` reports it. */
 export interface VmStatus {
   state: 'booting' | 'running' | 'paused' | 'stopping' | 'stopped';
@@ -42,7 +51,7 @@ export interface VmStatus {
   resident_bytes: number;
   uptime_ms: number;
   resets: number;
-  numa_nodes: { node: number; cpus: number[]; boot_memory: number }[];
+  numa_nodes: NumaNodeStatus[];
   virtio_mem: VirtioMemStatus[];
   balloon: BalloonStatus | null;
 }

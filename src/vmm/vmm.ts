@@ -248,11 +248,16 @@ export class Vmm implements VmController {
       numa_nodes: (this.config.numa.length
         ? this.config.numa
         : [{ node: 0, cpus: [...Array(this.config.vcpus).keys()], memory: this.config.memory }]
-      ).map((n, i) => ({
-        node: n.node,
-        cpus: n.cpus,
-        boot_memory: (perNode[i] ?? []).reduce((s, r) => s + r.size, 0),
-      })),
+      ).map((n, i) => {
+        const devices = this.#devices.filter((d) => d.node === n.node);
+        return {
+          node: n.node,
+          cpus: n.cpus,
+          boot_memory: (perNode[i] ?? []).reduce((s, r) => s + r.size, 0),
+          requested_size: devices.reduce((s, d) => s + d.device.requestedSize, 0),
+          plugged_size: devices.reduce((s, d) => s + d.device.pluggedSize, 0),
+        };
+      }),
       virtio_mem: this.#devices.map((d) => this.#deviceStatus(d)),
       balloon: this.#balloon ? this.#balloon.device.status() : null,
     };

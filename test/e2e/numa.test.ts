@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { guestOutput, memTotalKiB, resizeAndWait } from '../../src/api/converge.js';
 import { type LaunchedVm, launchVm } from '../../src/api/launcher.js';
+import type { VmStatus } from '../../src/vmm/controller.js';
 import { BOOT_TIMEOUT_MS, GiB, MiB, closeKeepingLog, nodeMemTotalKiB } from './support.js';
 
 describe(
@@ -69,6 +70,13 @@ describe(
       const now = await nodes();
       assert.equal(now[1]! - base[1]!, GiB / 1024);
       assert.equal(now[0], base[0]);
+      const status = await vm.api.call<VmStatus>('GET', '/v1/vm');
+      const node = (n: number) => status.numa_nodes.find((x) => x.node === n)!;
+      assert.deepEqual(
+        [node(0).plugged_size, node(1).plugged_size, node(1).requested_size],
+        [0, GiB, GiB],
+      );
+      assert.equal(node(1).boot_memory, 512 * MiB);
     });
 
     test('node 0 + 512 MiB and node 1 back to 0: each node changes alone', async () => {
