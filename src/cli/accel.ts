@@ -236,11 +236,15 @@ async function runBoxed(argv: readonly string[], command: string): Promise<numbe
 
 /**
  * Called by main before commander parses `argv` (the arguments after the script, edited in
- * place: `--accel` is taken out). Resolves with the exit code when the command ran in the box,
+ * place: `--accel` is taken out). A command bound for the box goes through `check` first (it
+ * throws on a usage mistake). Resolves with the exit code when the command ran in the box,
  * or undefined when main should go on here. In the box it starts the API forwarder the host
  * asked for.
  */
-export async function dispatchAccel(argv: string[]): Promise<number | undefined> {
+export async function dispatchAccel(
+  argv: string[],
+  check: (argv: string[]) => Promise<void> = async () => {},
+): Promise<number | undefined> {
   const choice = takeAccelFlag(argv);
   if (insideBox()) {
     await startBoxForward();
@@ -250,5 +254,6 @@ export async function dispatchAccel(argv: string[]): Promise<number | undefined>
   if (command === undefined || !ACCEL_COMMANDS.has(command.name)) return undefined;
   if (argv.slice(0, optionsEnd(argv)).some((a) => HELP_FLAGS.has(a))) return undefined;
   if (resolveAccel(choice) === 'native') return undefined;
+  await check(argv);
   return runBoxed(argv, command.name);
 }

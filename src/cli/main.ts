@@ -11,7 +11,7 @@ import { register as registerBox } from './commands/box.js';
 import { register as registerControl } from './commands/control.js';
 import { register as registerDemo } from './commands/demo.js';
 import { register as registerImage } from './commands/image.js';
-import { register as registerRun } from './commands/run.js';
+import { type RunOptions, checkRunOptions, register as registerRun } from './commands/run.js';
 import { UsageError } from './options.js';
 
 const program = new Command('memvisor')
@@ -24,9 +24,35 @@ for (const register of [registerRun, registerControl, registerDemo, registerImag
   register(program);
 }
 
+/** What each subcommand can check on the host before it is sent into the box. */
+const CHECKS: Record<string, (opts: Record<string, unknown>) => void> = {
+  run: (opts) => void checkRunOptions(opts as unknown as RunOptions),
+};
+
+/** Thrown by the pre-action hook of a check-only parse, so that no action runs. */
+class Checked extends Error {}
+let checkOnly = false;
+program.hook('preAction', (_program, action) => {
+  if (!checkOnly) return;
+  CHECKS[action.name()]?.(action.opts());
+  throw new Checked();
+});
+
+/** Parses `args` and runs the subcommand's checks, without running it. */
+async function check(args: string[]): Promise<void> {
+  checkOnly = true;
+  try {
+    await program.parseAsync(args, { from: 'user' });
+  } catch (err) {
+    if (!(err instanceof Checked)) throw err;
+  } finally {
+    checkOnly = false;
+  }
+}
+
 try {
   const args = process.argv.slice(2);
-  const boxed = await dispatchAccel(args);
+  const boxed = await dispatchAccel(args, check);
   if (boxed !== undefined) process.exitCode = boxed;
   else await program.parseAsync(args, { from: 'user' });
 } catch (err) {

@@ -93,8 +93,10 @@ mkdir -p $r /results
 mount -t 9p -o "$opts,cache=none" results /results
 mount -t 9p -o "$opts,ro,cache=loose" hostroot $r
 work=$(cat /results/workdir)
-mount -t 9p -o "$opts,cache=none" work "$r$work"
+# The chroot's own /tmp first, so that a work folder under /tmp is mounted on top of it.
 mount -t tmpfs tmpfs $r/tmp
+[ -d "$r$work" ] || mkdir -p "$r$work"
+mount -t 9p -o "$opts,cache=none" work "$r$work"
 for d in dev proc sys; do mount -o bind /$d $r/$d; done
 port() {
   for p in /sys/class/virtio-ports/*; do

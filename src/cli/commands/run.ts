@@ -4,7 +4,8 @@
  * through the guest agent once it is up, prints its output, powers the guest off and exits with
  * the command's status. With `--api-sock`, serves the control API while it runs.
  */
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { listenApi } from '../../api/server.js';
 import { GUEST_CMDLINE, ensureGuestImage } from '../../guest/image.js';
@@ -31,7 +32,7 @@ export const AGENT_READY_TIMEOUT_MS = 600_000;
 const POWEROFF_TIMEOUT_MS = 60_000;
 
 /** Options of `run` as commander hands them over. */
-interface RunOptions {
+export interface RunOptions {
   vcpus: string;
   memory: string;
   kernel?: string;
@@ -91,11 +92,37 @@ export function configFromOptions(opts: RunOptions): VmConfig {
   }
 }
 
+/**
+ * Everything `run` can check without booting: the configuration, the files it reads and the
+ * folders it writes in. Called on the host before a command goes into the box, so that a
+ * mistake costs no box start, and again by `run` itself. Returns the configuration.
+ */
+export function checkRunOptions(opts: RunOptions): VmConfig {
+  const config = configFromOptions(opts);
+  for (const [flag, path] of [
+    ['--kernel', opts.kernel],
+    ['--initrd', opts.initrd],
+  ] as const) {
+    if (path !== undefined) readFile(path, flag);
+  }
+  for (const [flag, path] of [
+    ['--console', opts.console === '-' ? undefined : opts.console],
+    ['--api-sock', opts.apiSock],
+  ] as const) {
+    if (path === undefined) continue;
+    const dir = dirname(resolve(path));
+    if (!existsSync(dir)) fail(`${flag}: folder '${dir}' does not exist`);
+  }
+  return config;
+}
+
 /** Registers `run` on `program`. */
 export function register(program: Command): void {
   program
     .command('run')
     .description('Boot a Linux guest and run it until it powers off')
+    .allowExcessArguments(false)
+    .option('--accel <where>', 'native, box or auto: where the guest runs', 'auto')
     .option('--vcpus <n>', 'number of vCPUs', String(DEFAULT_VCPUS))
     .option('--memory <size>', 'boot RAM, e.g. 512M or 2G', DEFAULT_MEMORY)
     .option(
@@ -117,7 +144,7 @@ export function register(program: Command): void {
       collect,
       [],
     )
-    .option('--balloon [options]', 'add a virtio-balloon device (option: deflate-on-oom)')
+    .option('--balloon [mode]', 'add a virtio-balloon device (mode: deflate-on-oom)')
     .option(
       '--on-violation <policy>',
       'guest access to unplugged memory: log, pause or stop',
@@ -135,7 +162,7 @@ export function register(program: Command): void {
 }
 
 async function run(opts: RunOptions): Promise<number> {
-  const config = configFromOptions(opts);
+  const config = checkRunOptions(opts);
   // Without --kernel the cached image supplies kernel and initrd; a given kernel boots alone.
   const image = opts.kernel ? undefined : await ensureGuestImage({ quiet: true });
   const kernel = readFile(opts.kernel ?? image!.kernel, '--kernel');
