@@ -4,7 +4,14 @@
  * through the guest agent once it is up, prints its output, powers the guest off and exits with
  * the command's status. With `--api-sock`, serves the control API while it runs.
  */
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import {
+  constants,
+  accessSync,
+  createWriteStream,
+  existsSync,
+  readFileSync,
+  statSync,
+} from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { listenApi } from '../../api/server.js';
@@ -103,7 +110,13 @@ export function checkRunOptions(opts: RunOptions): VmConfig {
     ['--kernel', opts.kernel],
     ['--initrd', opts.initrd],
   ] as const) {
-    if (path !== undefined) readFile(path, flag);
+    if (path === undefined) continue;
+    try {
+      accessSync(path, constants.R_OK);
+    } catch (err) {
+      fail(`${flag}: cannot read '${path}': ${(err as Error).message}`);
+    }
+    if (!statSync(path).isFile()) fail(`${flag}: '${path}' is not a file`);
   }
   for (const [flag, path] of [
     ['--console', opts.console === '-' ? undefined : opts.console],
