@@ -179,8 +179,9 @@ export class Vmm implements VmController {
         firstViolation: undefined,
         overResident: false,
       };
-      device.events.on('size_changed', (e: VirtioMemSizeChanged) =>
-        this.#emit('size_changed', { ...e }),
+      // Every VM event names its virtio-mem device `device`, as the API's other events do.
+      device.events.on('size_changed', ({ id, ...rest }: VirtioMemSizeChanged) =>
+        this.#emit('size_changed', { device: id, ...rest }),
       );
       this.#devices.push(entry);
     });
