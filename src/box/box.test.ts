@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
-import { jobScript, shellQuote } from './box.js';
+import { BOX_WEDGE_PATTERN, jobScript, shellQuote } from './box.js';
 
 test('shellQuote survives quotes, spaces, dollars and newlines through a real sh', () => {
   const words = ["it's", 'a b', '$HOME', '`id`', 'x\ny', '', '\\'];
@@ -28,4 +28,14 @@ test('jobScript exits 125 when the folder is missing, and refuses bad input', ()
   assert.equal(run.status, 125);
   assert.throws(() => jobScript([], '/', {}), { code: 'invalid_input' });
   assert.throws(() => jobScript(['true'], '/', { 'A=B': 'x' }), { code: 'invalid_input' });
+});
+
+test('the wedge pattern matches the box kernel soft-lockup line and not its ordinary lines', () => {
+  const stuck = '[  865.201159] watchdog: BUG: soft lockup - CPU#0 stuck for 704s! [node:211]';
+  assert.ok(BOX_WEDGE_PATTERN.test(stuck));
+  const fine = [
+    'box: running job',
+    '[   21.710655] kvm [141]: vcpu0, guest rIP: 0xffffffffb327e744 Unhandled WRMSR(0xc0010007)',
+  ];
+  for (const line of fine) assert.ok(!BOX_WEDGE_PATTERN.test(line), line);
 });

@@ -24,6 +24,15 @@ export const DEFAULT_BOX_MEMORY_MIB = 12288;
 /** Time a box may run when the caller gives no limit: one hour. */
 export const DEFAULT_BOX_TIMEOUT_MS = 3_600_000;
 const KILL_GRACE_MS = 2000;
+/** How often the box's console log is read for signs that its kernel stopped making progress. */
+const WEDGE_POLL_MS = 5000;
+
+/**
+ * The box kernel's console line for a CPU stuck in the kernel. Seen in the box with both of its
+ * CPUs stuck in memvisor's vCPU threads inside KVM_RUN (nested KVM under TCG) for as long as the
+ * box ran; nothing in the box moves again, so the box is killed instead of waited out.
+ */
+export const BOX_WEDGE_PATTERN = /watchdog: BUG: soft lockup - CPU#\d+ stuck/;
 
 /** Options of `runInBox`. */
 export interface BoxOptions {
@@ -190,11 +199,18 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
   });
 
   let timedOut = false;
+  let wedged = false;
   const kill = () => {
     if (qemu.exitCode !== null || qemu.signalCode !== null) return;
     qemu.kill('SIGTERM');
     setTimeout(() => qemu.kill('SIGKILL'), KILL_GRACE_MS).unref();
   };
+  const wedgeWatch = setInterval(() => {
+    if (existsSync(log) && BOX_WEDGE_PATTERN.test(readFileSync(log, 'utf8'))) {
+      wedged = true;
+      kill();
+    }
+  }, WEDGE_POLL_MS);
   const timer = setTimeout(() => {
     timedOut = true;
     kill();
@@ -218,12 +234,20 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
     qemu.once('exit', (code) => done({ code }));
   });
   clearTimeout(timer);
+  clearInterval(wedgeWatch);
   process.removeListener('SIGINT', onSignal);
   process.removeListener('SIGTERM', onSignal);
   process.removeListener('exit', onExit);
   await Promise.all(servers.map(closeServer));
 
   const rcPath = join(results, 'rc');
+  if (wedged) {
+    throw new MemvisorError(
+      'box_wedged',
+      'the box kernel reported a soft lockup (its nested KVM stopped making progress) and the ' +
+        `box was killed; box log kept in ${log}`,
+    );
+  }
   if (!timedOut && exit.error === undefined && existsSync(rcPath)) {
     const code = Number.parseInt(readFileSync(rcPath, 'utf8'), 10);
     rmSync(results, { recursive: true, force: true });

@@ -2,7 +2,7 @@
 /**
  * The `memvisor` command. Each subcommand lives in ./commands and registers itself; this file
  * only parses, dispatches and turns errors into one line and an exit status: 2 for a usage
- * mistake, 1 for anything else.
+ * mistake, 75 (EX_TEMPFAIL) when the box's own kernel wedged, 1 for anything else.
  */
 import { Command, CommanderError } from 'commander';
 import { MemvisorError } from '../util/errors.js';
@@ -63,7 +63,7 @@ try {
     process.exitCode = 2;
   } else if (err instanceof MemvisorError) {
     console.error(`memvisor: ${err.message}`);
-    process.exitCode = err.code === 'invalid_input' ? 2 : 1;
+    process.exitCode = err.code === 'invalid_input' ? 2 : err.code === 'box_wedged' ? 75 : 1;
   } else {
     console.error(err);
     process.exitCode = 1;
