@@ -69,7 +69,7 @@ describe(
       assert.match(srat, /hotplug/i);
     });
 
-    test("node 1's device to 1 GiB grows node 1 by exactly 1 GiB and node 0 not at all", async () => {
+    test("node 1's device to 1 GiB grows node 1 by exactly 1 GiB, node 0 not at all", async () => {
       await resizeAndWait(vm.api, 'n1', GiB, { baseKiB: total });
       const now = await nodes();
       assert.equal(now[1]! - base[1]!, GiB / 1024);
