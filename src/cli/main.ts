@@ -2,9 +2,10 @@
 /**
  * The `memvisor` command. Each subcommand lives in ./commands and registers itself; this file
  * only parses, dispatches and turns errors into one line and an exit status: 2 for a usage
- * mistake, 75 (EX_TEMPFAIL) when the box's own kernel wedged, 1 for anything else.
+ * mistake, BOX_TEMPFAIL_STATUS (75) when the box itself wedged or reset, 1 for anything else.
  */
 import { Command, CommanderError } from 'commander';
+import { BOX_FAILURE_CODES, BOX_TEMPFAIL_STATUS } from '../box/box.js';
 import { MemvisorError } from '../util/errors.js';
 import { dispatchAccel } from './accel.js';
 import { register as registerBox } from './commands/box.js';
@@ -63,7 +64,9 @@ try {
     process.exitCode = 2;
   } else if (err instanceof MemvisorError) {
     console.error(`memvisor: ${err.message}`);
-    process.exitCode = err.code === 'invalid_input' ? 2 : err.code === 'box_wedged' ? 75 : 1;
+    if (err.code === 'invalid_input') process.exitCode = 2;
+    else if (BOX_FAILURE_CODES.includes(err.code)) process.exitCode = BOX_TEMPFAIL_STATUS;
+    else process.exitCode = 1;
   } else {
     console.error(err);
     process.exitCode = 1;

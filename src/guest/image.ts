@@ -32,8 +32,14 @@ import { AGENT_SCRIPT, BOX_INIT, GUEST_INIT } from './scripts.js';
 export const GUEST_CMDLINE =
   'console=ttyS0 reboot=acpi panic=1 pci=off memhp_default_state=online_movable quiet rdinit=/init';
 
-/** The box kernel's command line: console to the log port, no reboot loop on panic. */
-export const BOX_CMDLINE = 'console=ttyS0 rdinit=/init panic=-1 quiet mitigations=off';
+/**
+ * The box kernel's command line: console to the log port, no reboot loop on panic, and the
+ * stack of every CPU in the log when one of them stops scheduling (loglevel 5 lets the warning
+ * level traces through), so a wedged box says where it was stuck.
+ */
+export const BOX_CMDLINE =
+  'console=ttyS0 rdinit=/init panic=-1 loglevel=5 softlockup_all_cpu_backtrace=1 ' +
+  'mitigations=off';
 
 /** Modules the guest loads; their dependencies are added ahead of them. */
 export const GUEST_MODULES = ['virtio_mmio', 'virtio_mem', 'virtio_balloon'] as const;
