@@ -9,7 +9,9 @@ import {
   type HostAddress,
   MADV_DONTDUMP,
   MADV_DONTNEED,
+  MADV_HUGEPAGE,
   MAP_ANONYMOUS,
+  MAP_FIXED,
   MAP_NORESERVE,
   MAP_PRIVATE,
   MAP_SHARED,
@@ -28,6 +30,10 @@ import {
   munmap,
   residentPages,
 } from '../sys/libc.js';
+
+/** The transparent huge page size of x86-64, to which host mappings are aligned. */
+const HUGE_PAGE = 2 * 1024 * 1024;
+const HUGE_PAGE_BIG = BigInt(HUGE_PAGE);
 
 /** Page size of every backing; discard and residency work in these units. */
 export const PAGE_SIZE = 4096;
@@ -67,14 +73,24 @@ export class MappedBacking implements Backing {
     this.size = size;
     this.kind = kind;
     const prot = PROT_READ | PROT_WRITE;
+    // KVM maps guest memory with 2 MiB pages only where the host does, and the host uses
+    // transparent huge pages only on 2 MiB-aligned addresses and, with Debian's default
+    // setting, only where asked. Every 4 KiB page instead costs a nested page fault of its own.
+    const reserved = mmap(size + HUGE_PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    const head = Number((HUGE_PAGE_BIG - (reserved % HUGE_PAGE_BIG)) % HUGE_PAGE_BIG);
+    const at = reserved + BigInt(head);
     if (kind === 'memfd') {
       this.#fd = memfdCreate(name);
       ftruncate(this.#fd, size);
-      this.hostAddress = mmap(size, prot, MAP_SHARED | MAP_NORESERVE, this.#fd, 0);
+      this.hostAddress = mmap(size, prot, MAP_SHARED | MAP_NORESERVE | MAP_FIXED, this.#fd, 0, at);
     } else {
       this.#fd = -1;
-      this.hostAddress = mmap(size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+      const flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED;
+      this.hostAddress = mmap(size, prot, flags, -1, 0, at);
     }
+    if (head > 0) munmap(reserved, head);
+    if (head < HUGE_PAGE) munmap(at + BigInt(size), HUGE_PAGE - head);
+    madvise(this.hostAddress, size, MADV_HUGEPAGE);
     // Guest RAM has no place in a core dump of the VMM.
     madvise(this.hostAddress, size, MADV_DONTDUMP);
   }

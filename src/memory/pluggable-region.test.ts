@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { BufferBacking } from './backing.js';
+import { BufferBacking, PAGE_SIZE } from './backing.js';
 import { type MemslotTable, PluggableRegion } from './pluggable-region.js';
 
 const MiB = 1 << 20;
@@ -52,20 +52,32 @@ function region(blocks = 16) {
   return { slots, backing, r: new PluggableRegion(GPA, BLOCK, backing, slots) };
 }
 
-test('each plugged block gets a slot of its own at its host offset', () => {
-  const { slots, r } = region();
+/** Whether every page of block `b` is protected from host and guest access. */
+function guarded(backing: BufferBacking, b: number): boolean {
+  for (let p = (b * BLOCK) / PAGE_SIZE; p < ((b + 1) * BLOCK) / PAGE_SIZE; p++) {
+    if (!backing.protectedPages.has(p)) return false;
+  }
+  return true;
+}
+
+test('a new region is all unplugged, unmapped and protected', () => {
+  const { slots, backing, r } = region(4);
+  assert.equal(slots.live.size, 0);
+  for (let b = 0; b < 4; b++) assert.ok(guarded(backing, b));
+  assert.equal(r.picture(), '....');
+});
+
+test('a plug request gets one slot over its blocks, at their host offset, and host access', () => {
+  const { slots, backing, r } = region();
   r.plug(2 * BLOCK, 3 * BLOCK);
-  assert.deepEqual(slots.ranges(), [
-    [GPA + 2 * BLOCK, BLOCK],
-    [GPA + 3 * BLOCK, BLOCK],
-    [GPA + 4 * BLOCK, BLOCK],
-  ]);
-  assert.equal(r.slotCount, 3);
-  const hosts = [...slots.live.values()].map((v) => v.host).sort();
+  assert.deepEqual(slots.ranges(), [[GPA + 2 * BLOCK, 3 * BLOCK]]);
   assert.deepEqual(
-    hosts,
-    [2, 3, 4].map((b) => HOST + BigInt(b * BLOCK)),
+    [...slots.live.values()].map((v) => v.host),
+    [HOST + BigInt(2 * BLOCK)],
   );
+  assert.equal(r.slotCount, 1);
+  for (const b of [2, 3, 4]) assert.ok(!guarded(backing, b), `block ${b}`);
+  for (const b of [1, 5]) assert.ok(guarded(backing, b), `block ${b}`);
 });
 
 test('a plug beside plugged blocks never deletes their slots', () => {
@@ -78,29 +90,72 @@ test('a plug beside plugged blocks never deletes their slots', () => {
   assert.equal(r.picture(), '###.............');
 });
 
-test('unplugging the middle deletes only those slots and discards their host pages', () => {
+test('unplugging part of a slot keeps the slot but protects and discards those blocks', () => {
   const { slots, backing, r } = region();
   r.plug(0, 8 * BLOCK);
-  const kept = [...slots.live.entries()].filter(([, v]) => v.gpa < GPA + 3 * BLOCK);
   backing.bytes.fill(7, 0, 8 * BLOCK);
   r.unplug(3 * BLOCK, 2 * BLOCK);
-  assert.equal(slots.unmaps.length, 2);
-  assert.equal(r.slotCount, 6);
-  for (const [slot, v] of kept) assert.deepEqual(slots.live.get(slot), v);
+  assert.deepEqual(slots.unmaps, []);
+  assert.deepEqual(slots.ranges(), [[GPA, 8 * BLOCK]]);
+  assert.ok(guarded(backing, 3) && guarded(backing, 4));
+  assert.ok(!guarded(backing, 2) && !guarded(backing, 5));
   assert.equal(backing.residentBytes(3 * BLOCK, 2 * BLOCK), 0);
   assert.equal(backing.bytes[3 * BLOCK - 1], 7);
   assert.equal(backing.bytes[5 * BLOCK], 7);
   assert.equal(r.picture(), '###..###........');
 });
 
-test('a plug KVM refuses halfway leaves nothing mapped and nothing plugged', () => {
+test('a slot goes when its last plugged block is unplugged', () => {
   const { slots, r } = region();
-  slots.failAt = 2;
-  assert.throws(() => r.plug(0, 4 * BLOCK), /ENOMEM/);
+  r.plug(0, 4 * BLOCK);
+  r.plug(4 * BLOCK, 2 * BLOCK);
+  r.unplug(0, 2 * BLOCK);
+  assert.equal(r.slotCount, 2);
+  r.unplug(2 * BLOCK, 4 * BLOCK);
   assert.equal(slots.live.size, 0);
-  assert.equal(slots.released.length, 1);
+  assert.equal(slots.unmaps.length, 2);
   assert.equal(r.slotCount, 0);
-  assert.equal(r.picture(), '.'.repeat(16));
+});
+
+test('plugging a block its slot still maps only gives host access back', () => {
+  const { slots, backing, r } = region();
+  r.plug(0, 4 * BLOCK);
+  r.unplug(BLOCK, BLOCK);
+  const calls = slots.calls;
+  r.plug(BLOCK, BLOCK);
+  assert.equal(slots.calls, calls);
+  assert.ok(!guarded(backing, 1));
+  assert.equal(r.picture(), '####............');
+});
+
+test('isolateUnplugged leaves only plugged runs in slots, once', () => {
+  const { slots, r } = region();
+  r.plug(0, 8 * BLOCK);
+  r.plug(10 * BLOCK, 2 * BLOCK);
+  r.unplug(3 * BLOCK, 2 * BLOCK);
+  r.unplug(7 * BLOCK, BLOCK);
+  assert.equal(r.isolateUnplugged(), true);
+  assert.deepEqual(slots.ranges(), [
+    [GPA, 3 * BLOCK],
+    [GPA + 5 * BLOCK, 2 * BLOCK],
+    [GPA + 10 * BLOCK, 2 * BLOCK],
+  ]);
+  assert.equal(r.isolateUnplugged(), false);
+  r.unplug(5 * BLOCK, 2 * BLOCK);
+  assert.equal(r.slotCount, 2);
+});
+
+test('a plug KVM refuses halfway undoes its slots and host access', () => {
+  const { slots, backing, r } = region(4);
+  r.plug(BLOCK, BLOCK);
+  slots.failAt = 2;
+  assert.throws(() => r.plug(0, 3 * BLOCK), /ENOMEM/);
+  assert.deepEqual(slots.ranges(), [[GPA + BLOCK, BLOCK]]);
+  assert.equal(slots.released.length, 1);
+  assert.equal(r.slotCount, 1);
+  assert.equal(r.picture(), '.#..');
+  assert.ok(guarded(backing, 0) && guarded(backing, 2));
+  assert.ok(!guarded(backing, 1));
   assert.equal(r.allPlugged(0, BLOCK), false);
 });
 
@@ -130,6 +185,7 @@ test('unplugAll removes every slot and empties the region', () => {
   backing.bytes.fill(1, 0, 4 * BLOCK);
   r.unplugAll();
   assert.equal(slots.live.size, 0);
+  for (let b = 0; b < 16; b++) assert.ok(guarded(backing, b));
   assert.equal(r.residentBytes(), 0);
   assert.equal(r.picture(), '.'.repeat(16));
 });

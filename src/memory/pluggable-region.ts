@@ -1,17 +1,23 @@
 /**
  * A guest-physical region whose blocks are given to the guest one by one: the host memory of
- * the whole region is reserved up front, but only plugged blocks are mapped into the guest,
- * each through a KVM memory slot of its own. An unplugged block has no slot, so a guest access
- * to it leaves KVM as an MMIO exit and is caught at that access; its host pages are discarded
- * and nothing the guest does can make them resident again.
+ * the whole region is reserved up front, but only plugged blocks are mapped into the guest.
  *
- * One slot per block, not per run of plugged blocks, because KVM can neither resize nor
- * atomically replace a slot: merging or splitting runs means deleting a slot that maps memory
- * the guest is using, and an instruction fetch, page-table walk or vector store that lands in
- * that window cannot be completed by the VMM (the guest gets #UD or a triple fault). With a
- * slot per block, plugging and unplugging only ever create or delete the slots of the blocks
- * that change. The cost is one memory slot per plugged block: the Vmm refuses, at start, a
- * configuration whose blocks could outnumber the slots KVM offers.
+ * Enforcement is per block and costs few KVM memory slots. A plug request gets one slot over
+ * each run of its blocks that no slot covers yet. An unplugged block loses its host pages and
+ * its host access (PROT_NONE) at once, but keeps its slot while other blocks of that slot are
+ * still plugged; a slot goes only when its last block is unplugged. So the guest never makes
+ * unplugged memory resident: KVM cannot map a PROT_NONE page, and KVM_RUN fails with EFAULT
+ * instead. That failure says neither which address nor which block, so on it the VMM pauses
+ * every vCPU and calls `isolateUnplugged`, which replaces each slot holding an unplugged block
+ * by slots over its plugged runs only. Re-run, the access leaves KVM as an MMIO exit at its
+ * address and is caught there, as an access to a block that never had a slot always is.
+ *
+ * Slots are never merged or split while vCPUs run: KVM can neither resize nor atomically
+ * replace a slot, and an instruction fetch or page-table walk that lands in the window between
+ * the delete and the create cannot be completed by the VMM (the guest gets #UD or a triple
+ * fault). A well-behaved guest therefore costs one slot per plug request (Linux asks for up to
+ * one 128 MiB memory block at a time) and one slot deletion per emptied slot. The worst case,
+ * a slot for every block, is what the Vmm checks against the slots KVM offers at start.
  */
 import { MemvisorError } from '../util/errors.js';
 import type { Backing } from './backing.js';
@@ -31,6 +37,14 @@ export interface MemslotTable {
 /** The outcome of a guest access that reached the VMM instead of RAM. */
 export type AccessOutcome = 'emulated' | 'violation';
 
+/** One KVM memory slot over blocks [first, first + count) of the region. */
+interface SlotSpan {
+  slot: number;
+  first: number;
+  count: number;
+}
+
+/** A virtio-mem device's region: block plug state, host memory and the slots that map it. */
 export class PluggableRegion {
   readonly gpa: number;
   readonly size: number;
@@ -38,9 +52,9 @@ export class PluggableRegion {
   readonly backing: Backing;
   readonly #slots: MemslotTable;
   readonly #plugged: Uint8Array;
-  /** The memory slot of each plugged block; -1 for an unplugged one. */
-  readonly #slotOf: Int32Array;
-  #slotCount = 0;
+  /** The span covering each block, or undefined where no slot maps the block. */
+  readonly #spanOf: (SlotSpan | undefined)[];
+  readonly #spans = new Set<SlotSpan>();
 
   constructor(gpa: number, blockSize: number, backing: Backing, slots: MemslotTable) {
     if (backing.size % blockSize !== 0 || gpa % blockSize !== 0) {
@@ -55,7 +69,8 @@ export class PluggableRegion {
     this.backing = backing;
     this.#slots = slots;
     this.#plugged = new Uint8Array(backing.size / blockSize);
-    this.#slotOf = new Int32Array(backing.size / blockSize).fill(-1);
+    this.#spanOf = new Array(backing.size / blockSize).fill(undefined);
+    backing.protect(0, this.size, true);
   }
 
   /** Blocks in the region: the most memory slots it can use at once. */
@@ -63,9 +78,9 @@ export class PluggableRegion {
     return this.#plugged.length;
   }
 
-  /** KVM memory slots the region uses now: one per plugged block. */
+  /** KVM memory slots the region uses now. */
   get slotCount(): number {
-    return this.#slotCount;
+    return this.#spans.size;
   }
 
   /** True if the block holding region offset `offset` is plugged. */
@@ -84,49 +99,89 @@ export class PluggableRegion {
   }
 
   /**
-   * Maps the blocks of [offset, offset+len) into the guest. The caller checked the range. All
-   * or nothing: if KVM refuses a slot, the blocks this call mapped are unmapped again and the
-   * error is rethrown.
+   * Gives the blocks of [offset, offset+len) to the guest: host access back, and a slot over
+   * each run no slot covers. The caller checked the range. All or nothing: if KVM refuses a
+   * slot, what this call changed is undone and the error is rethrown.
    */
   plug(offset: number, len: number): void {
     const [first, count] = this.#blocks(offset, len);
-    const mapped: number[] = [];
+    const opened: number[] = [];
+    for (let b = first; b < first + count; b++) if (!this.#plugged[b]) opened.push(b);
+    const protect = (inaccessible: boolean) => {
+      for (const [runFirst, runCount] of runs(opened, () => true)) {
+        this.backing.protect(runFirst * this.blockSize, runCount * this.blockSize, inaccessible);
+      }
+    };
+    const created: SlotSpan[] = [];
     try {
-      for (let b = first; b < first + count; b++) {
-        if (this.#plugged[b]) continue;
-        this.#mapBlock(b);
-        mapped.push(b);
+      protect(false);
+      for (const [runFirst, runCount] of runs(opened, (b) => this.#spanOf[b] === undefined)) {
+        created.push(this.#map(runFirst, runCount));
       }
     } catch (err) {
-      for (const b of mapped) this.#unmapBlock(b);
+      for (const span of created) this.#unmap(span);
+      protect(true);
       throw err;
     }
-    for (const b of mapped) this.#plugged[b] = 1;
+    for (const b of opened) this.#plugged[b] = 1;
   }
 
-  /** Unmaps the blocks of [offset, offset+len) and gives their memory back to the host. */
+  /**
+   * Takes the blocks of [offset, offset+len) from the guest and gives their memory back to the
+   * host. A slot that no longer maps a plugged block is deleted.
+   */
   unplug(offset: number, len: number): void {
     const [first, count] = this.#blocks(offset, len);
+    // Protect before discarding, so that nothing can fault the pages back in between.
+    this.backing.protect(offset, len, true);
+    this.backing.discard(offset, len);
+    const touched = new Set<SlotSpan>();
     for (let b = first; b < first + count; b++) {
       this.#plugged[b] = 0;
-      this.#unmapBlock(b);
+      const span = this.#spanOf[b];
+      if (span) touched.add(span);
     }
-    // Discard only once no slot maps the range, so the guest cannot fault the pages back in.
-    this.backing.discard(offset, len);
+    for (const span of touched) {
+      if (!this.#plugged.subarray(span.first, span.first + span.count).includes(1)) {
+        this.#unmap(span);
+      }
+    }
   }
 
   /** Unplugs every block (system reset, UNPLUG_ALL). */
   unplugAll(): void {
     this.#plugged.fill(0);
-    for (let b = 0; b < this.#slotOf.length; b++) this.#unmapBlock(b);
+    this.backing.protect(0, this.size, true);
     this.backing.discard(0, this.size);
+    for (const span of [...this.#spans]) this.#unmap(span);
+  }
+
+  /**
+   * Replaces every slot that maps an unplugged block by slots over its plugged runs, so that
+   * each unplugged block leaves KVM as an MMIO exit. Only while no vCPU runs (see above).
+   * Returns false if no slot mapped an unplugged block. If KVM refuses a new slot, the plugged
+   * blocks left without one are still served, slowly, through `access`.
+   */
+  isolateUnplugged(): boolean {
+    const mixed = [...this.#spans].filter((s) =>
+      this.#plugged.subarray(s.first, s.first + s.count).includes(0),
+    );
+    for (const span of mixed) {
+      this.#unmap(span);
+      const plugged: number[] = [];
+      for (let b = span.first; b < span.first + span.count; b++) {
+        if (this.#plugged[b]) plugged.push(b);
+      }
+      for (const [runFirst, runCount] of runs(plugged, () => true)) this.#map(runFirst, runCount);
+    }
+    return mixed.length > 0;
   }
 
   /**
    * Handles a guest access at region offset `offset` that had no memory slot. A plugged block
-   * can only be met here in the instant between its bit and its slot changing (a vCPU racing
-   * the plug): the access is completed on the backing. Otherwise it is a violation: reads see
-   * all ones, writes are dropped, and the host memory is not touched.
+   * is met here in the instant between its bit and its slot changing (a vCPU racing the plug),
+   * or when KVM refused it a slot: the access is completed on the backing. Otherwise it is a
+   * violation: reads see all ones, writes are dropped, and the host memory is not touched.
    */
   access(offset: number, data: Uint8Array, isWrite: boolean): AccessOutcome {
     if (this.allPlugged(offset, data.length)) {
@@ -161,29 +216,47 @@ export class PluggableRegion {
     return [offset / this.blockSize, len / this.blockSize];
   }
 
-  /** Gives block `b` a memory slot; a failure leaves the block unmapped and is rethrown. */
-  #mapBlock(b: number): void {
+  /** Maps blocks [first, first+count) through a new slot; a failure maps nothing. */
+  #map(first: number, count: number): SlotSpan {
     const slot = this.#slots.allocate();
     try {
       this.#slots.map(
         slot,
-        this.gpa + b * this.blockSize,
-        this.blockSize,
-        this.backing.hostAddress! + BigInt(b * this.blockSize),
+        this.gpa + first * this.blockSize,
+        count * this.blockSize,
+        this.backing.hostAddress! + BigInt(first * this.blockSize),
       );
     } catch (err) {
       this.#slots.release(slot);
       throw err;
     }
-    this.#slotOf[b] = slot;
-    this.#slotCount++;
+    const span = { slot, first, count };
+    this.#spans.add(span);
+    for (let b = first; b < first + count; b++) this.#spanOf[b] = span;
+    return span;
   }
 
-  #unmapBlock(b: number): void {
-    const slot = this.#slotOf[b]!;
-    if (slot < 0) return;
-    this.#slots.unmap(slot);
-    this.#slotOf[b] = -1;
-    this.#slotCount--;
+  #unmap(span: SlotSpan): void {
+    this.#slots.unmap(span.slot);
+    this.#spans.delete(span);
+    for (let b = span.first; b < span.first + span.count; b++) this.#spanOf[b] = undefined;
   }
+}
+
+/** The runs of consecutive numbers in ascending `blocks` whose members all pass `keep`. */
+function* runs(
+  blocks: readonly number[],
+  keep: (b: number) => boolean,
+): Generator<[number, number]> {
+  let start = -1;
+  let prev = -2;
+  for (const b of blocks) {
+    if (!keep(b)) continue;
+    if (b !== prev + 1) {
+      if (start >= 0) yield [start, prev - start + 1];
+      start = b;
+    }
+    prev = b;
+  }
+  if (start >= 0) yield [start, prev - start + 1];
 }

@@ -193,6 +193,7 @@ export function pthreadKill(thread: bigint, sig: number): void {
 export const SIGUSR2 = 12;
 export const EINTR = 4;
 export const EAGAIN = 11;
+export const EFAULT = 14;
 
 /** A raw syscall(2) for calls libc does not wrap (mbind). */
 export function syscall(nr: number, name: string, ...args: (number | bigint)[]): number {

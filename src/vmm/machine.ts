@@ -48,6 +48,7 @@ import {
 } from '../kvm/structs.js';
 import { type BackingKind, MappedBacking } from '../memory/backing.js';
 import { GuestMemory, type GuestRegion } from '../memory/guest-memory.js';
+import { EFAULT } from '../sys/libc.js';
 import { MemvisorError } from '../util/errors.js';
 import { RateLimitedLog, hex } from '../virtio/log.js';
 import { bootRegs, bootSregs, resetFpu } from './boot-cpu.js';
@@ -143,6 +144,13 @@ export class Machine {
    * The default reads all ones, ignores writes and warns.
    */
   onUnclaimedMmio: (access: UnclaimedMmio) => void;
+  /**
+   * Called with every vCPU paused when KVM_RUN failed with EFAULT (KVM could not map the host
+   * memory behind a memory slot). Returns true if it changed the slots so that running again
+   * completes the access or exits with it; the vCPUs then run on. The default, and a false
+   * return, stop the VM.
+   */
+  onMemoryFault: () => boolean = () => false;
   readonly #log: (line: string) => void;
   readonly #warn: RateLimitedLog;
   readonly #ram: { range: RamRange; backing: MappedBacking; slot: number }[] = [];
@@ -156,6 +164,9 @@ export class Machine {
   #supportedCpuid: CpuidEntry[] = [];
   #state: MachineState = 'created';
   #pending: 'reset' | 'poweroff' | null = null;
+  /** Bumped whenever pause, reset or stop take the vCPUs; a memory-fault repair then yields. */
+  #epoch = 0;
+  #repairing = false;
   #panicked = false;
   #startedAt = 0;
   #exit: Promise<MachineExit>;
@@ -287,7 +298,7 @@ export class Machine {
         fd,
         this.vm.vcpuMmapSize,
         (t, run) => this.#onExit(t, run),
-        (t, errno, message) => this.#fail(`vcpu ${t.id}: ${message} (errno ${errno})`),
+        (t, errno, message) => void this.#onRunError(t, errno, message),
       );
       this.#vcpus.push(vcpu);
     }
@@ -311,6 +322,7 @@ export class Machine {
   async pause(): Promise<void> {
     if (this.#state !== 'running') return;
     this.#state = 'paused';
+    this.#epoch++;
     await Promise.all(this.#vcpus.map((v) => v.pause()));
     this.#emit('paused');
   }
@@ -333,6 +345,7 @@ export class Machine {
   async stop(exit: MachineExit = { kind: 'poweroff' }): Promise<void> {
     if (this.#state === 'stopping' || this.#state === 'stopped') return;
     this.#state = 'stopping';
+    this.#epoch++;
     await Promise.all(this.#vcpus.map((v) => v.quit()));
     this.#console.flush();
     this.#state = 'stopped';
@@ -409,6 +422,7 @@ export class Machine {
       return;
     }
     this.#state = 'resetting';
+    this.#epoch++;
     await Promise.all(this.#vcpus.map((v) => v.pause()));
     this.#pending = null;
     this.counters.resets++;
@@ -436,6 +450,39 @@ export class Machine {
     this.#panicked = true;
     this.#emit('panic');
     setTimeout(() => void this.stop({ kind: 'panic' }), PANIC_EXIT_DELAY_MS);
+  }
+
+  /**
+   * A failed KVM_RUN. EFAULT goes to `onMemoryFault` with every vCPU paused; several vCPUs
+   * failing at once share one repair, whose pause takes them all. Anything else stops the VM.
+   */
+  async #onRunError(vcpu: VcpuThread, errno: number, message: string): Promise<void> {
+    if (errno === EFAULT) {
+      // Not running: whoever paused, resets or stops the machine decides whether the vCPU runs
+      // again, and a fault that persists comes back then.
+      if (this.#state !== 'running' || this.#repairing) return;
+      this.#repairing = true;
+      const epoch = this.#epoch;
+      await Promise.all(this.#vcpus.map((v) => v.pause()));
+      let repaired = false;
+      let why = '';
+      try {
+        repaired = this.onMemoryFault();
+      } catch (err) {
+        why = `; repairing the memory slots failed: ${(err as Error).message}`;
+      }
+      this.#repairing = false;
+      // A pause, reset or stop that came meanwhile owns the vCPUs now and resumes them itself.
+      if (epoch !== this.#epoch) return;
+      if (repaired) {
+        for (const v of this.#vcpus) v.resume();
+        if (this.#pending !== null) queueMicrotask(() => void this.#act());
+        return;
+      }
+      this.#fail(`vcpu ${vcpu.id}: ${message} (errno ${errno})${why}`);
+      return;
+    }
+    this.#fail(`vcpu ${vcpu.id}: ${message} (errno ${errno})`);
   }
 
   #fail(message: string): void {

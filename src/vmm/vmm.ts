@@ -69,8 +69,9 @@ function memslots(machine: Machine): MemslotTable {
 }
 
 /**
- * Every block of every region may be plugged at once, and each takes a KVM memory slot of its
- * own (src/memory/pluggable-region.ts), so the blocks must fit the slots left after boot RAM.
+ * A region never needs more KVM memory slots than it has blocks, and needs that many when the
+ * guest plugs every other block (src/memory/pluggable-region.ts), so the blocks must fit the
+ * slots left after boot RAM.
  */
 export function checkSlotBudget(
   placed: { config: { id: string; regionSize: number; blockSize: number } }[],
@@ -203,6 +204,7 @@ export class Vmm implements VmController {
     }
 
     machine.onUnclaimedMmio = (access) => this.#onUnclaimedMmio(access);
+    machine.onMemoryFault = () => this.#isolateUnplugged();
     machine.events.on('event', (e: VmEvent) => this.#onMachineEvent(e));
   }
 
@@ -412,6 +414,24 @@ export class Vmm implements VmController {
       this.#watchAgent();
     }
     this.events.emit('event', e);
+  }
+
+  /**
+   * A vCPU touched host memory KVM could not map: in virtio-mem regions, an unplugged block
+   * whose slot still maps plugged neighbours. Gives those blocks no slot, so that the access
+   * comes back as an MMIO exit with its address (see pluggable-region.ts).
+   */
+  #isolateUnplugged(): boolean {
+    let isolated = false;
+    for (const d of this.#devices) {
+      if (!d.region.isolateUnplugged()) continue;
+      isolated = true;
+      this.#log(
+        `virtio-mem[${d.id}]: guest touched an unplugged block inside a memory slot; ` +
+          `that slot now maps plugged blocks only (${d.region.slotCount} slots)`,
+      );
+    }
+    return isolated;
   }
 
   #onUnclaimedMmio(access: UnclaimedMmio): void {

@@ -3,14 +3,27 @@
  * blocks until the driver's UNPLUG_ALL; a guest touching unplugged memory is caught every time.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { guestOutput, memTotalKiB, resizeAndWait } from '../../src/api/converge.js';
 import { type LaunchedVm, launchVm } from '../../src/api/launcher.js';
+import { virtioMmioBase } from '../../src/arch/x86/layout.js';
+import { checkRunOptions } from '../../src/cli/commands/run.js';
 import { rogueKernel } from '../../src/guest/rogue.js';
+import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC } from '../../src/virtio/device.js';
+import {
+  VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE,
+  VIRTIO_MEM_REQ_PLUG,
+  VIRTIO_MEM_REQ_UNPLUG,
+  VIRTIO_MEM_RESP_ACK,
+} from '../../src/virtio/mem/constants.js';
+import type { VirtioMmioTransport } from '../../src/virtio/transport/mmio.js';
 import type { VmStatus } from '../../src/vmm/controller.js';
+import { Vmm } from '../../src/vmm/vmm.js';
+import { DriverQueue, layoutAt } from '../support/driver-queue.js';
+import { MmioDriver } from '../support/mmio-driver.js';
 import { BOOT_TIMEOUT_MS, GiB, MiB, closeKeepingLog, memvisor } from './support.js';
 
 const BLOCK = 2 * MiB;
@@ -109,6 +122,76 @@ describe('a guest that touches unplugged memory', { timeout: 1_200_000 }, () => 
     assert.match(r.stderr, /virtio-mem\[mem0\]: 200 guest accesses to unplugged memory caught/);
     assert.match(r.stderr, /first at 0x104000000/);
     assert.match(r.stderr, /virtio-mem\[mem0\]: plugged 0 of 1073741824 bytes; resident 0 bytes/);
+  });
+
+  test('an unplugged block that shares a memory slot with plugged ones is caught the same', async () => {
+    // The guest's driver is played here, on the device's real MMIO registers, before the rogue
+    // runs: plug blocks 0-3 in one request (one slot), then unplug block 2, which keeps that slot.
+    const inSlot = join(tmpdir(), `memvisor-rogue-in-slot-${process.pid}.elf`);
+    writeFileSync(inSlot, rogueKernel(4 * GiB + 2 * BLOCK, 100));
+    const config = checkRunOptions({
+      vcpus: '1',
+      memory: '256M',
+      kernel: inSlot,
+      console: '-',
+      virtioMem: ['1G,requested=8M'],
+      numa: [],
+      numaDistance: [],
+      onViolation: 'log',
+    });
+    const log: string[] = [];
+    const vmm = new Vmm(
+      config,
+      { kernel: readFileSync(inSlot), cmdline: '' },
+      { log: (line) => log.push(line) },
+    );
+    const base = virtioMmioBase(0);
+    const bus = vmm.machine.mmioBus;
+    const driver = new MmioDriver({
+      read: (offset: number, data: Uint8Array) => bus.read(base + offset, data),
+      write: (offset: number, data: Uint8Array) => bus.write(base + offset, data),
+    } as unknown as VirtioMmioTransport);
+    const memory = vmm.machine.memory;
+    const features =
+      VIRTIO_F_VERSION_1 | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_MEM_F_UNPLUGGED_INACCESSIBLE;
+    assert.equal(driver.negotiate(features), true);
+    const layout = layoutAt(0x80_0000, 16);
+    const queue = new DriverQueue(memory, layout);
+    driver.setupQueue(0, layout);
+    assert.equal(driver.driverOk(), true);
+    const send = (type: number, addr: number, blocks: number): number => {
+      const req = new Uint8Array(24);
+      const view = new DataView(req.buffer);
+      view.setUint16(0, type, true);
+      view.setBigUint64(8, BigInt(addr), true);
+      view.setUint16(16, blocks, true);
+      memory.write(0x90_0000, req);
+      queue.addChain([
+        { addr: 0x90_0000, len: 24 },
+        { addr: 0x90_1000, len: 10, write: true },
+      ]);
+      driver.notify(0);
+      assert.equal(queue.takeUsed().length, 1);
+      return memory.readU16(0x90_1000);
+    };
+    const region = 4 * GiB;
+    assert.equal(send(VIRTIO_MEM_REQ_PLUG, region, 4), VIRTIO_MEM_RESP_ACK);
+    assert.equal(send(VIRTIO_MEM_REQ_UNPLUG, region + 2 * BLOCK, 1), VIRTIO_MEM_RESP_ACK);
+    assert.deepEqual(
+      vmm.status().virtio_mem.map((d) => d.plugged_size),
+      [3 * BLOCK],
+    );
+
+    await vmm.start();
+    const exit = await vmm.wait();
+    await vmm.stop();
+    assert.equal(exit.kind, 'poweroff', log.join('\n'));
+    const summary = vmm.summary().join('\n');
+    assert.match(summary, /mem0\]: 200 guest accesses to unplugged memory caught/);
+    assert.match(summary, /first at 0x100400000/);
+    assert.match(summary, /mem0\]: plugged 6291456 of 1073741824 bytes; resident 0 bytes/);
+    assert.match(log.join('\n'), /that slot now maps plugged blocks only \(2 slots\)/);
+    assert.equal(vmm.status().virtio_mem[0]!.plugged_size, 3 * BLOCK);
   });
 
   test('with --on-violation stop the VM ends at the first access, saying why', async () => {
