@@ -30,6 +30,7 @@ import {
   munmap,
   residentPages,
 } from '../sys/libc.js';
+import { MemvisorError } from '../util/errors.js';
 
 /** The transparent huge page size of x86-64, to which host mappings are aligned. */
 const HUGE_PAGE = 2 * 1024 * 1024;
@@ -76,7 +77,16 @@ export class MappedBacking implements Backing {
     // KVM maps guest memory with 2 MiB pages only where the host does, and the host uses
     // transparent huge pages only on 2 MiB-aligned addresses and, with Debian's default
     // setting, only where asked. Every 4 KiB page instead costs a nested page fault of its own.
-    const reserved = mmap(size + HUGE_PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    let reserved: HostAddress;
+    try {
+      reserved = mmap(size + HUGE_PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    } catch (err) {
+      throw new MemvisorError(
+        'host_memory',
+        `cannot reserve ${size} bytes of host address space for guest memory ` +
+          `(${(err as Error).message})`,
+      );
+    }
     const head = Number((HUGE_PAGE_BIG - (reserved % HUGE_PAGE_BIG)) % HUGE_PAGE_BIG);
     const at = reserved + BigInt(head);
     if (kind === 'memfd') {

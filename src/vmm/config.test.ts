@@ -93,6 +93,7 @@ test('invalid topologies are refused with the reason', () => {
     [two('node=0,cpus=0-1,memory=1G', 'node=1,cpus=2-3,memory=512M'), /adds up to/],
     [two('node=0,cpus=0-3,memory=2G', 'node=1'), /node 1 has no CPUs, no memory and no device/],
     [two('node=0,cpus=0-1,memory=1G', 'node=2,cpus=2-3,memory=1G'), /without gaps/],
+    [two('node=0,cpus=0-1,memory=1G', 'node=0,cpus=2-3,memory=1G'), /node 0 is given twice/],
     [
       two('node=0,cpus=0-1,memory=1G', 'node=1,cpus=2-3,memory=1G', {
         virtioMem: [parseVirtioMem('1G', 0)],

@@ -186,6 +186,7 @@ export function validateConfig(cfg: VmConfig): VmConfig {
   }
   const nodes = [...cfg.numa].sort((a, b) => a.node - b.node);
   nodes.forEach((n, i) => {
+    if (i > 0 && n.node === nodes[i - 1]!.node) bad('--numa', `node ${n.node} is given twice`);
     if (n.node !== i) bad('--numa', `nodes must be numbered 0..${nodes.length - 1} without gaps`);
   });
   const owner = new Map<number, number>();
