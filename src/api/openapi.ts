@@ -105,7 +105,7 @@ export function openApiDocument(): Record<string, unknown> {
           requestBody: { required: true, content: json(EXEC_BODY) },
           responses: {
             200: { description: 'Exit code and base64 output', content: json(EXEC_RESULT) },
-            409: errorAnswer('Guest agent not ready'),
+            409: errorAnswer('Guest agent not ready, or the VM is paused'),
             504: errorAnswer('Command timed out'),
           },
         },

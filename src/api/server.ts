@@ -34,6 +34,7 @@ const HTTP_STATUS: Record<string, number> = {
   invalid_input: 400,
   unknown_device: 404,
   not_ready: 409,
+  vm_paused: 409,
   agent_timeout: 504,
   agent_reset: 409,
 };

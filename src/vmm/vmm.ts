@@ -300,6 +300,9 @@ export class Vmm implements VmController {
         'the guest agent is not ready yet (the guest is booting)',
       );
     }
+    if (this.#paused) {
+      throw new MemvisorError('vm_paused', 'the VM is paused; resume it to run guest commands');
+    }
     return this.machine.agent.exec(command, timeoutMs);
   }
 

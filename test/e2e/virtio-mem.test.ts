@@ -78,6 +78,21 @@ describe('virtio-mem on a 1 GiB guest with a 4 GiB device', { timeout: 3_600_000
     assert.doesNotMatch(dmesg, /marking device broken/);
   });
 
+  test('a paused VM refuses guest commands at once and runs them again once resumed', async () => {
+    await vm.api.call('PUT', '/v1/vm/pause');
+    try {
+      assert.equal((await vm.api.call<VmStatus>('GET', '/v1/vm')).state, 'paused');
+      await assert.rejects(guestOutput(vm.api, 'echo x'), (err: ApiError) => {
+        assert.equal(err.status, 409);
+        assert.match(err.message, /paused/);
+        return true;
+      });
+    } finally {
+      await vm.api.call('PUT', '/v1/vm/resume');
+    }
+    assert.equal(await guestOutput(vm.api, 'echo back'), 'back\n');
+  });
+
   test('bad sizes get HTTP 4xx with the reason and change nothing', async () => {
     const before = await device();
     const cases: [unknown, number, RegExp][] = [
