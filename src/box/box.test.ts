@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { test } from 'node:test';
-import { jobScript, longestSoftLockup, shellQuote } from './box.js';
+import { jobScript, kvmHolderLine, longestSoftLockup, shellQuote } from './box.js';
 
 test('shellQuote survives quotes, spaces, dollars and newlines through a real sh', () => {
   const words = ["it's", 'a b', '$HOME', '`id`', 'x\ny', '', '\\'];
@@ -41,4 +42,12 @@ test('longestSoftLockup reads the longest stuck time of the box kernel soft-lock
   assert.equal(longestSoftLockup(log.join('\n')), 152);
   assert.equal(longestSoftLockup(log.slice(0, 2).join('\n')), 0);
   assert.equal(longestSoftLockup(log.slice(0, 3).join('\n')), 26);
+});
+
+test('kvmHolderLine starts this node on the holder script, which exists, in the background', () => {
+  const line = kvmHolderLine();
+  const [node, script] = [...line.matchAll(/'([^']*)'/g)].map((m) => m[1]!);
+  assert.equal(node, process.execPath);
+  assert.ok(script?.endsWith('/kvm-holder.js') && existsSync(script), script);
+  assert.match(line, /&$/);
 });

@@ -114,6 +114,12 @@ export function netSetupScript(): string[] {
   return [`ip link set lo up && ip link set eth0 up && ip addr add ${addr} dev eth0 || ${fail}`];
 }
 
+/** The shell line that starts kvm-holder.ts in the background; the job goes on without it. */
+export function kvmHolderLine(): string {
+  const holder = fileURLToPath(new URL('./kvm-holder.js', import.meta.url));
+  return `${shellQuote(process.execPath)} ${shellQuote(holder)} </dev/null >/dev/null 2>&1 &`;
+}
+
 /** The checkout this module was built from: the nearest folder up with a package.json. */
 export function defaultWorkDir(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -183,7 +189,8 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
     ...opts.env,
   };
   const forwards = opts.hostForwards ?? [];
-  const job = jobScript(argv, cwd, env, forwards.length > 0 ? netSetupScript() : []);
+  const setup = [kvmHolderLine(), ...(forwards.length > 0 ? netSetupScript() : [])];
+  const job = jobScript(argv, cwd, env, setup);
   const results = mkdtempSync(join(tmpdir(), 'memvisor-box-'));
   writeFileSync(join(results, 'workdir'), `${workDir}\n`);
   writeFileSync(join(results, 'job.sh'), job);

@@ -14,7 +14,6 @@ import {
 } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { listenApi } from '../../api/server.js';
 import { GUEST_CMDLINE, ensureGuestImage } from '../../guest/image.js';
 import { formatSize } from '../../util/size.js';
 import {
@@ -195,14 +194,24 @@ async function run(opts: RunOptions): Promise<number> {
     { kernel, ...(initrd ? { initrd } : {}), cmdline },
     { console: consoleOut },
   );
-  const api = opts.apiSock ? await listenApi(vmm, opts.apiSock) : undefined;
   const started = Date.now();
   const devices = config.virtioMem.map((d) => `virtio-mem ${d.id} ${formatSize(d.regionSize)}`);
   process.stderr.write(
     `memvisor: booting ${config.vcpus} vCPUs, ${formatSize(config.memory)}` +
       `${devices.length ? `, ${devices.join(', ')}` : ''}\n`,
   );
+  // The API server (fastify) takes seconds to load in the box; it loads while the guest boots.
+  const server = opts.apiSock ? import('../../api/server.js') : undefined;
   await vmm.start();
+  let api: { close(): Promise<unknown> } | undefined;
+  if (server && opts.apiSock) {
+    try {
+      api = await (await server).listenApi(vmm, opts.apiSock);
+    } catch (err) {
+      await vmm.stop();
+      throw err;
+    }
+  }
 
   let status: number | undefined;
   if (opts.exec !== undefined) {
