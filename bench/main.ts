@@ -190,6 +190,12 @@ async function main(): Promise<number> {
             '',
             error instanceof Error ? error.message.split('\n')[0] : String(error),
           );
+          const output = (m.vm as { output?: () => string }).output?.();
+          if (output !== undefined) {
+            mkdirSync(logDir, { recursive: true });
+            const name = `${m.vm.vmm}-${m.method}-${scenario.name}.failed.log`;
+            writeFileSync(join(logDir, name), output);
+          }
         }
         rec('scenario_s', (performance.now() - t) / 1000, 's');
         await writeOut(results, scenarios, failures, started);
