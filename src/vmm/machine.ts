@@ -397,6 +397,7 @@ export class Machine {
         mpState: bsp ? KVM_MP_STATE_RUNNABLE : KVM_MP_STATE_UNINITIALIZED,
       });
     }
+    if (!first && this.#state !== 'resetting') return;
     this.#state = 'running';
     this.#startedAt = Date.now();
     this.#emit('boot', { resets: this.counters.resets });
@@ -441,6 +442,8 @@ export class Machine {
     try {
       await this.#boot(false);
     } catch (err) {
+      // A stop that came during the reboot took the vCPUs; its reason stands.
+      if (this.#state !== 'resetting') return;
       this.#fail(`reboot failed: ${err instanceof Error ? err.message : String(err)}`);
     }
   }
