@@ -124,7 +124,7 @@ describe('a guest that touches unplugged memory', { timeout: 1_200_000 }, () => 
     assert.match(r.stderr, /virtio-mem\[mem0\]: plugged 0 of 1073741824 bytes; resident 0 bytes/);
   });
 
-  test('an unplugged block that shares a memory slot with plugged ones is caught the same', async () => {
+  test('an unplugged block in a slot shared with plugged ones is caught the same', async () => {
     // The guest's driver is played here, on the device's real MMIO registers, before the rogue
     // runs: plug blocks 0-3 in one request (one slot), then unplug block 2, which keeps that slot.
     const inSlot = join(tmpdir(), `memvisor-rogue-in-slot-${process.pid}.elf`);
