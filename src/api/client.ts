@@ -53,7 +53,9 @@ export class ApiClient {
         const why =
           err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
             ? 'no VM listens there'
-            : err.message;
+            : err.code === 'ECONNRESET' || err.code === 'EPIPE'
+              ? 'the VMM closed the connection without answering (it is stopping or gone)'
+              : err.message;
         reject(new MemvisorError('api_unreachable', `API socket ${this.#socket}: ${why}`));
       });
       if (payload) req.write(payload);

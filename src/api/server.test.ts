@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -245,6 +246,20 @@ describe('control API over a Unix socket', () => {
 
   test('a second server on a live socket is refused', async () => {
     await assert.rejects(listenApi(vm, sock), /in use/);
+  });
+
+  test('a client whose VMM drops the connection unanswered gets a clear error', async () => {
+    const dropping = createServer((socket) => socket.destroy());
+    const path = join(dir, 'dropping.sock');
+    await new Promise<void>((done) => dropping.listen(path, done));
+    try {
+      await assert.rejects(
+        new ApiClient(path).call('PUT', '/v1/vm/stop'),
+        /closed the connection without answering/,
+      );
+    } finally {
+      await new Promise((done) => dropping.close(done));
+    }
   });
 
   test('a client of a socket nobody serves gets a clear error', async () => {
