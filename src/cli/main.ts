@@ -64,7 +64,7 @@ try {
     process.exitCode = 2;
   } else if (err instanceof MemvisorError) {
     console.error(`memvisor: ${err.message}`);
-    if (err.code === 'invalid_input') process.exitCode = 2;
+    if (err.code === 'invalid_input' || err.code === 'unknown_device') process.exitCode = 2;
     else if (BOX_FAILURE_CODES.includes(err.code)) process.exitCode = BOX_TEMPFAIL_STATUS;
     else process.exitCode = 1;
   } else {

@@ -226,6 +226,8 @@ describe('VirtioMem resize', () => {
       [MiB, /requested size 1048576 is not a multiple of the block size 2097152/],
       [-BLOCK, /is not a whole number of bytes/],
       [0.5, /is not a whole number of bytes/],
+      [1e30, /exceeds the region size/],
+      [2 ** 53, /exceeds the region size/],
       [REGION + BLOCK, /exceeds the region size 1073741824/],
     ] as const) {
       assert.throws(

@@ -449,6 +449,8 @@ export class VirtioMem implements VirtioDevice {
   #checkRequestedSize(bytes: number): void {
     const bad = (what: string) =>
       new InvalidInputError(`virtio-mem ${this.id}: requested size ${bytes} ${what}`);
+    // Beyond 2^53 a number no longer names one byte count, so it can only be too large.
+    if (bytes > Number.MAX_SAFE_INTEGER) throw bad(`exceeds the region size ${this.regionSize}`);
     if (!Number.isSafeInteger(bytes) || bytes < 0) {
       throw bad('is not a whole number of bytes (0 or more)');
     }
