@@ -108,14 +108,15 @@ export class PluggableRegion {
     const opened: number[] = [];
     for (let b = first; b < first + count; b++) if (!this.#plugged[b]) opened.push(b);
     const protect = (inaccessible: boolean) => {
-      for (const [runFirst, runCount] of runs(opened, () => true)) {
+      for (const [runFirst, runCount] of runs(opened)) {
         this.backing.protect(runFirst * this.blockSize, runCount * this.blockSize, inaccessible);
       }
     };
     const created: SlotSpan[] = [];
     try {
       protect(false);
-      for (const [runFirst, runCount] of runs(opened, (b) => this.#spanOf[b] === undefined)) {
+      const unmapped = opened.filter((b) => this.#spanOf[b] === undefined);
+      for (const [runFirst, runCount] of runs(unmapped)) {
         created.push(this.#map(runFirst, runCount));
       }
     } catch (err) {
@@ -172,7 +173,7 @@ export class PluggableRegion {
       for (let b = span.first; b < span.first + span.count; b++) {
         if (this.#plugged[b]) plugged.push(b);
       }
-      for (const [runFirst, runCount] of runs(plugged, () => true)) this.#map(runFirst, runCount);
+      for (const [runFirst, runCount] of runs(plugged)) this.#map(runFirst, runCount);
     }
     return mixed.length > 0;
   }
@@ -243,15 +244,11 @@ export class PluggableRegion {
   }
 }
 
-/** The runs of consecutive numbers in ascending `blocks` whose members all pass `keep`. */
-function* runs(
-  blocks: readonly number[],
-  keep: (b: number) => boolean,
-): Generator<[number, number]> {
+/** The runs of consecutive numbers in ascending `blocks`, as [first, count] pairs. */
+function* runs(blocks: readonly number[]): Generator<[number, number]> {
   let start = -1;
   let prev = -2;
   for (const b of blocks) {
-    if (!keep(b)) continue;
     if (b !== prev + 1) {
       if (start >= 0) yield [start, prev - start + 1];
       start = b;

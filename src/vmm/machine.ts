@@ -460,6 +460,7 @@ export class Machine {
    * failing at once share one repair, whose pause takes them all. Anything else stops the VM.
    */
   async #onRunError(vcpu: VcpuThread, errno: number, message: string): Promise<void> {
+    let why = '';
     if (errno === EFAULT) {
       // Not running: whoever paused, resets or stops the machine decides whether the vCPU runs
       // again, and a fault that persists comes back then.
@@ -468,7 +469,6 @@ export class Machine {
       const epoch = this.#epoch;
       await Promise.all(this.#vcpus.map((v) => v.pause()));
       let repaired = false;
-      let why = '';
       try {
         repaired = this.onMemoryFault();
       } catch (err) {
@@ -482,10 +482,8 @@ export class Machine {
         if (this.#pending !== null) queueMicrotask(() => void this.#act());
         return;
       }
-      this.#fail(`vcpu ${vcpu.id}: ${message} (errno ${errno})${why}`);
-      return;
     }
-    this.#fail(`vcpu ${vcpu.id}: ${message} (errno ${errno})`);
+    this.#fail(`vcpu ${vcpu.id}: ${message} (errno ${errno})${why}`);
   }
 
   #fail(message: string): void {
