@@ -5,6 +5,11 @@ import { BOX_TEMPFAIL_STATUS } from '../dist/src/box/box.js';
 
 /** New boxes the end-to-end suite gets after the box failed or a guest triple-faulted. */
 const RETRIES = 2;
+/**
+ * Seconds the suite may take in one box (it takes about 9 minutes): a job that hangs with the box
+ * alive then fails the run with time left in CI's 90 minutes for the retries above.
+ */
+const E2E_TIMEOUT_S = 1500;
 /** What memvisor logs when a guest vCPU triple-faults (src/vmm/machine.ts). */
 const TRIPLE_FAULT = /memvisor: vcpu \d+: triple fault, resetting/;
 
@@ -12,7 +17,8 @@ const run = (cmd, args) => spawnSync(cmd, args, { stdio: 'inherit' }).status ?? 
 
 /** Runs the suite in a new box, passing its output through; resolves with status and output. */
 function e2e() {
-  const args = ['dist/src/cli/main.js', 'box', '--', process.execPath, '--test', 'dist/test/e2e'];
+  const box = ['dist/src/cli/main.js', 'box', '--timeout', String(E2E_TIMEOUT_S)];
+  const args = [...box, '--', process.execPath, '--test', 'dist/test/e2e'];
   return new Promise((resolve) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';

@@ -2,7 +2,15 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { test } from 'node:test';
-import { jobScript, kvmHolderLine, longestSoftLockup, shellQuote } from './box.js';
+import {
+  BOX_SILENCE_SECONDS,
+  BOX_WEDGE_STUCK_SECONDS,
+  jobScript,
+  kvmHolderLine,
+  longestSoftLockup,
+  shellQuote,
+  wedgeReason,
+} from './box.js';
 
 test('shellQuote survives quotes, spaces, dollars and newlines through a real sh', () => {
   const words = ["it's", 'a b', '$HOME', '`id`', 'x\ny', '', '\\'];
@@ -42,6 +50,16 @@ test('longestSoftLockup reads the longest stuck time of the box kernel soft-lock
   assert.equal(longestSoftLockup(log.join('\n')), 152);
   assert.equal(longestSoftLockup(log.slice(0, 2).join('\n')), 0);
   assert.equal(longestSoftLockup(log.slice(0, 3).join('\n')), 26);
+});
+
+test('wedgeReason: a long soft lockup, or a silent box; not a short stall or a recent beat', () => {
+  const lockup = (s: number) => `watchdog: BUG: soft lockup - CPU#1 stuck for ${s}s! [node:9]`;
+  const now = 1_000_000;
+  const quiet = now - BOX_SILENCE_SECONDS * 1000;
+  assert.equal(wedgeReason(lockup(26), now - 1000, now), undefined);
+  assert.equal(wedgeReason('', quiet + 1000, now), undefined);
+  assert.match(wedgeReason(lockup(BOX_WEDGE_STUCK_SECONDS), now, now) ?? '', /stuck for 150 s/);
+  assert.match(wedgeReason('', quiet, now) ?? '', /no heartbeat for 180 s/);
 });
 
 test('kvmHolderLine starts this node on the holder script, which exists, in the background', () => {

@@ -37,6 +37,15 @@ const WEDGE_POLL_MS = 5000;
 export const BOX_WEDGE_STUCK_SECONDS = 150;
 
 /**
+ * How long the box may go without a heartbeat before it counts as wedged. Its `/init` writes one
+ * every few seconds to a virtio-serial port of its own. A box whose CPUs all stopped (seen in CI:
+ * the console went quiet mid-suite and stayed so for the hour the box had) prints no soft-lockup
+ * warning, because the warning needs a running CPU; only the silence shows it. The box boots in
+ * about 20 s, and its longest stall seen that it recovered from was under 30 s.
+ */
+export const BOX_SILENCE_SECONDS = 180;
+
+/**
  * The longest time any box CPU was reported stuck in the console log `text` (the kernel's
  * "soft lockup - CPU#n stuck for Ns!" warnings), or 0 when none was.
  */
@@ -46,6 +55,21 @@ export function longestSoftLockup(text: string): number {
     longest = Math.max(longest, Number(m[1]));
   }
   return longest;
+}
+
+/**
+ * Why the box counts as wedged, or undefined while it does not: a CPU reported stuck for
+ * BOX_WEDGE_STUCK_SECONDS in the console log `log`, or no heartbeat for BOX_SILENCE_SECONDS
+ * between `lastBeatMs` (the spawn time until the first one) and `nowMs`.
+ */
+export function wedgeReason(log: string, lastBeatMs: number, nowMs: number): string | undefined {
+  const stuck = longestSoftLockup(log);
+  if (stuck >= BOX_WEDGE_STUCK_SECONDS) {
+    return `a box CPU was stuck for ${stuck} s (the box kernel's soft lockup warning)`;
+  }
+  const silent = Math.floor((nowMs - lastBeatMs) / 1000);
+  if (silent >= BOX_SILENCE_SECONDS) return `the box sent no heartbeat for ${silent} s`;
+  return undefined;
 }
 
 /**
@@ -157,10 +181,10 @@ export function jobScript(
   ].join('\n');
 }
 
-function listen(path: string, sink: NodeJS.WritableStream): Promise<Server> {
+function listen(path: string, onData: (chunk: Buffer) => void): Promise<Server> {
   return new Promise((resolveServer, reject) => {
     const server = createServer((socket: Socket) => {
-      socket.on('data', (chunk) => sink.write(chunk));
+      socket.on('data', onData);
       socket.on('error', () => socket.destroy());
     });
     server.once('error', reject);
@@ -196,9 +220,13 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
   writeFileSync(join(results, 'job.sh'), job);
   const log = join(results, 'box.log');
 
+  let lastBeatMs = Date.now();
   const servers = [
-    await listen(join(results, 'stdout.sock'), process.stdout),
-    await listen(join(results, 'stderr.sock'), process.stderr),
+    await listen(join(results, 'stdout.sock'), (chunk) => process.stdout.write(chunk)),
+    await listen(join(results, 'stderr.sock'), (chunk) => process.stderr.write(chunk)),
+    await listen(join(results, 'heartbeat.sock'), () => {
+      lastBeatMs = Date.now();
+    }),
   ];
   // QEMU's option syntax takes a doubled comma as a literal one.
   const virtfs = (path: string, tag: string, extra = '') => {
@@ -220,6 +248,8 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
     ...['-device', 'virtserialport,chardev=out,name=stdout'],
     ...['-chardev', `socket,id=err,path=${join(results, 'stderr.sock')}`],
     ...['-device', 'virtserialport,chardev=err,name=stderr'],
+    ...['-chardev', `socket,id=beat,path=${join(results, 'heartbeat.sock')}`],
+    ...['-device', 'virtserialport,chardev=beat,name=heartbeat'],
     ...netArgs(forwards),
   ];
   const qemu: ChildProcess = spawn('qemu-system-x86_64', args, {
@@ -231,20 +261,16 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
   });
 
   let timedOut = false;
-  let wedged = false;
+  let wedged: string | undefined;
   const kill = () => {
     if (qemu.exitCode !== null || qemu.signalCode !== null) return;
     qemu.kill('SIGTERM');
     setTimeout(() => qemu.kill('SIGKILL'), KILL_GRACE_MS).unref();
   };
   const wedgeWatch = setInterval(() => {
-    if (
-      existsSync(log) &&
-      longestSoftLockup(readFileSync(log, 'utf8')) >= BOX_WEDGE_STUCK_SECONDS
-    ) {
-      wedged = true;
-      kill();
-    }
+    const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+    wedged ??= wedgeReason(text, lastBeatMs, Date.now());
+    if (wedged !== undefined) kill();
   }, WEDGE_POLL_MS);
   const timer = setTimeout(() => {
     timedOut = true;
@@ -276,11 +302,10 @@ export async function runInBox(argv: string[], opts: BoxOptions = {}): Promise<n
   await Promise.all(servers.map(closeServer));
 
   const rcPath = join(results, 'rc');
-  if (wedged) {
+  if (wedged !== undefined) {
     throw new MemvisorError(
       'box_wedged',
-      `a box CPU was stuck for ${BOX_WEDGE_STUCK_SECONDS} s or more (the box kernel's soft ` +
-        `lockup warning) and the box was killed; box log kept in ${log}`,
+      `${wedged}, so the box was killed; box log kept in ${log}`,
     );
   }
   if (!timedOut && exit.error === undefined && existsSync(rcPath)) {

@@ -76,8 +76,9 @@ done
 /**
  * The box's `/init`. Kernel messages stay on ttyS0 (a log file on the host); the command's
  * stdout and stderr go to the virtio-serial ports named `stdout` and `stderr`, which the host
- * streams live. The job (`job.sh`, written by the host) and the exit code (`rc`) travel through
- * the `results` export. Whatever happens, the box powers off at the end.
+ * streams live; a third, `heartbeat`, gets a line every 5 s for as long as the box runs. The
+ * job (`job.sh`, written by the host) and the exit code (`rc`) travel through the `results`
+ * export. Whatever happens, the box powers off at the end.
  */
 export const BOX_INIT = `#!/bin/sh
 export PATH=/bin:/sbin
@@ -105,6 +106,8 @@ port() {
   echo /dev/null
 }
 cp /results/job.sh $r/tmp/.memvisor-job.sh
+# The host counts the box as wedged when these stop (runInBox).
+while :; do echo; sleep 5; done >"$(port heartbeat)" 2>/dev/null &
 echo "box: running job"
 chroot $r /bin/sh /tmp/.memvisor-job.sh >"$(port stdout)" 2>"$(port stderr)"
 echo $? >/results/rc.tmp && mv /results/rc.tmp /results/rc
