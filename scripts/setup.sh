@@ -22,4 +22,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 
 npx tsc -p tsconfig.json
-node dist/src/cli/main.js image --quiet
+node scripts/bundle.mjs
+node dist/bundle/cli/main.js image --quiet

@@ -17,7 +17,7 @@ const run = (cmd, args) => spawnSync(cmd, args, { stdio: 'inherit' }).status ?? 
 
 /** Runs the suite in a new box, passing its output through; resolves with status and output. */
 function e2e() {
-  const box = ['dist/src/cli/main.js', 'box', '--timeout', String(E2E_TIMEOUT_S)];
+  const box = ['dist/bundle/cli/main.js', 'box', '--timeout', String(E2E_TIMEOUT_S)];
   const args = [...box, '--', process.execPath, '--test', 'dist/test/e2e'];
   return new Promise((resolve) => {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -6,13 +6,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { CLI } from '../util/entry-points.js';
 import { MemvisorError } from '../util/errors.js';
 import type { VmStatus } from '../vmm/controller.js';
 import { ApiClient } from './client.js';
 
-/** The compiled CLI entry point beside this module's folder. */
-export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+/** The CLI that `launchVm` starts. */
+export { CLI };
 
 /** A VMM child process and its API. */
 export interface LaunchedVm {

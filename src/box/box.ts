@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BOX_CMDLINE, ensureGuestImage } from '../guest/image.js';
+import { KVM_HOLDER } from '../util/entry-points.js';
 import { MemvisorError } from '../util/errors.js';
 
 /** Memory of the box when the caller gives none; nested guests need room. */
@@ -140,8 +141,7 @@ export function netSetupScript(): string[] {
 
 /** The shell line that starts kvm-holder.ts in the background; the job goes on without it. */
 export function kvmHolderLine(): string {
-  const holder = fileURLToPath(new URL('./kvm-holder.js', import.meta.url));
-  return `${shellQuote(process.execPath)} ${shellQuote(holder)} </dev/null >/dev/null 2>&1 &`;
+  return `${shellQuote(process.execPath)} ${shellQuote(KVM_HOLDER)} </dev/null >/dev/null 2>&1 &`;
 }
 
 /** The checkout this module was built from: the nearest folder up with a package.json. */

@@ -8,7 +8,6 @@
 import { constants, accessSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type Accel, detectAccel } from '../box/accel.js';
 import { type BoxOptions, defaultWorkDir, runInBox } from '../box/box.js';
 import {
@@ -22,6 +21,7 @@ import {
   freeLoopbackPort,
   startBoxForward,
 } from '../box/forward.js';
+import { CLI } from '../util/entry-points.js';
 import { MemvisorError } from '../util/errors.js';
 import { fail } from './options.js';
 
@@ -38,7 +38,6 @@ const CHOICES: readonly AccelChoice[] = ['native', 'box', 'auto'];
 const HELP_FLAGS = new Set(['-h', '--help', '-V', '--version']);
 /** A VM in the box runs until it powers off; `setTimeout` takes no longer delay than this. */
 const BOXED_RUN_TIMEOUT_MS = 2 ** 31 - 1;
-const CLI = fileURLToPath(new URL('./main.js', import.meta.url));
 
 /** Index of the `--` that ends the options, or argv's length. */
 function optionsEnd(argv: readonly string[]): number {

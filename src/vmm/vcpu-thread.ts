@@ -7,6 +7,7 @@ import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import { mapRun } from '../kvm/kvm.js';
 import type { KvmRun } from '../kvm/run.js';
 import { SIGUSR2, pthreadKill } from '../sys/libc.js';
+import { VCPU_WORKER_URL } from '../util/entry-points.js';
 import { MemvisorError } from '../util/errors.js';
 import {
   SLOT_COUNT,
@@ -90,7 +91,7 @@ export class VcpuThread {
       control,
       port: port2,
     };
-    this.#worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), {
+    this.#worker = new Worker(VCPU_WORKER_URL, {
       workerData,
       transferList: [port2],
     });
