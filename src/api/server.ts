@@ -4,11 +4,10 @@
  * runs; an operator mistake is answered 400 (or 404 for an unknown device) with a stable
  * `error` code and a message, and changes nothing.
  */
-import { existsSync, unlinkSync } from 'node:fs';
-import { connect } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { InvalidInputError, MemvisorError } from '../util/errors.js';
 import { parseSize } from '../util/size.js';
+import { claimUnixSocketPath } from '../util/unix-socket.js';
 import type { VmController, VmEvent } from '../vmm/controller.js';
 import { renderMetrics } from './metrics.js';
 import { openApiDocument } from './openapi.js';
@@ -178,29 +177,12 @@ export function createApiServer(vm: VmController): FastifyInstance {
   return app;
 }
 
-/** True if something accepts connections on the Unix socket `path`. */
-function socketIsLive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect(path);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
 /**
  * Serves `vm` on the Unix socket `path`. A socket file left by a dead VMM is replaced; one a
  * live server answers on is refused, so two VMs never share a socket.
  */
 export async function listenApi(vm: VmController, path: string): Promise<FastifyInstance> {
-  if (existsSync(path)) {
-    if (await socketIsLive(path)) {
-      throw new InvalidInputError(`--api-sock: ${path} is in use by a running VMM`);
-    }
-    unlinkSync(path);
-  }
+  await claimUnixSocketPath(path, '--api-sock');
   const app = createApiServer(vm);
   await app.listen({ path });
   return app;

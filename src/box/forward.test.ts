@@ -1,20 +1,18 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { jobScript, netArgs, netSetupScript } from './box.js';
 import {
-  claimUnixSocketPath,
   forwardTcp,
   forwardUnix,
   freeLoopbackPort,
   parseForwardEnv,
   startBoxForward,
-  unixSocketLive,
 } from './forward.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'memvisor-forward-test-'));
@@ -192,36 +190,6 @@ test('closing a forwarder ends its open connections', async () => {
   await until('the upstream end reached', () => upstreamEnded);
   await inner.close();
   await closeServer(server);
-});
-
-test('claimUnixSocketPath refuses live sockets and other files, replaces stale ones', async () => {
-  const live = sockPath();
-  const server = await listenUnix(live, (s) => s.end());
-  assert.equal(await unixSocketLive(live), true);
-  await assert.rejects(claimUnixSocketPath(live), {
-    code: 'socket_in_use',
-    message: `${live}: a server already answers there`,
-  });
-  await closeServer(server);
-
-  const file = join(dir, 'plain-file');
-  writeFileSync(file, 'keep me');
-  await assert.rejects(claimUnixSocketPath(file), { code: 'socket_in_use' });
-  assert.equal(readFileSync(file, 'utf8'), 'keep me');
-
-  // A socket bound by a process that is gone: the file stays and nobody answers.
-  const stale = sockPath();
-  const bind = spawnSync('python3', [
-    '-c',
-    'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])',
-    stale,
-  ]);
-  assert.equal(bind.status, 0, bind.stderr.toString());
-  assert.equal(existsSync(stale), true);
-  assert.equal(await unixSocketLive(stale), false);
-  await claimUnixSocketPath(stale);
-  assert.equal(existsSync(stale), false);
-  await claimUnixSocketPath(join(dir, 'never-there.sock'));
 });
 
 test('freeLoopbackPort returns a port that can be bound on 127.0.0.1', async () => {

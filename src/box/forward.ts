@@ -5,7 +5,7 @@
  * each connection to the VMM's real Unix socket. The pipes know nothing of HTTP: a long-lived
  * event stream is just a connection that stays open, and a half-close travels through.
  */
-import { lstatSync, unlinkSync } from 'node:fs';
+import { unlinkSync } from 'node:fs';
 import { type Server, type Socket, connect, createServer } from 'node:net';
 import { MemvisorError } from '../util/errors.js';
 import { RateLimitedLog, stderrSink } from '../virtio/log.js';
@@ -17,9 +17,6 @@ export const BOX_API_PORT = 7024;
 export const BOX_API_SOCKET = '/tmp/memvisor-api.sock';
 /** Variable telling the memvisor started in the box to forward `<port>:<unix path>`. */
 export const FORWARD_ENV = 'MEMVISOR_BOX_API_FORWARD';
-
-/** How long a probe of an existing socket path waits for an answer. */
-const PROBE_TIMEOUT_MS = 1000;
 
 /** Where a forwarder connects each accepted connection. */
 export type Upstream = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -142,53 +139,6 @@ function listening(server: Server, listen: (cb: () => void) => void): Promise<vo
   });
 }
 
-/**
- * Answers whether a server accepts connections on the Unix socket `path` now. A refused or
- * missing socket is not live; a connection that neither opens nor fails in time counts as live,
- * since replacing a busy server's socket would cut it off.
- */
-export function unixSocketLive(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ path });
-    const timer = setTimeout(() => finish(true), PROBE_TIMEOUT_MS);
-    const finish = (live: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(live);
-    };
-    socket.once('connect', () => finish(true));
-    socket.once('error', () => finish(false));
-  });
-}
-
-/**
- * Makes `path` free for a new Unix socket server: nothing there is fine, a stale socket (no
- * server answers) is removed, and a live socket or any other kind of file is refused with code
- * `socket_in_use`, leaving it untouched.
- */
-export async function claimUnixSocketPath(path: string): Promise<void> {
-  let kind: 'socket' | 'other';
-  try {
-    kind = lstatSync(path).isSocket() ? 'socket' : 'other';
-  } catch {
-    return;
-  }
-  if (kind === 'other') {
-    throw new MemvisorError(
-      'socket_in_use',
-      `${path} exists and is not a socket; not replacing it`,
-    );
-  }
-  if (await unixSocketLive(path)) {
-    throw new MemvisorError('socket_in_use', `${path}: a server already answers there`);
-  }
-  try {
-    unlinkSync(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-}
-
 /** Asks the kernel for a free TCP port on 127.0.0.1; another process may take it before use. */
 export async function freeLoopbackPort(): Promise<number> {
   const server = createServer();
@@ -202,7 +152,7 @@ export async function freeLoopbackPort(): Promise<number> {
 }
 
 /**
- * Listens on the Unix socket `path` (which must be free, see `claimUnixSocketPath`) and pipes
+ * Listens on the Unix socket `path` (which must be free, see `claimUnixSocketPath` in src/util/unix-socket.ts) and pipes
  * every connection to `upstream`. Closing removes the socket file: at once, so that a signal
  * handler can rely on it, and libuv would unlink the bound path on close anyway.
  */

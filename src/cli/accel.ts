@@ -15,7 +15,6 @@ import {
   BOX_API_SOCKET,
   FORWARD_ENV,
   type Forwarder,
-  claimUnixSocketPath,
   formatForwardEnv,
   forwardUnix,
   freeLoopbackPort,
@@ -23,6 +22,7 @@ import {
 } from '../box/forward.js';
 import { CLI } from '../util/entry-points.js';
 import { MemvisorError } from '../util/errors.js';
+import { claimUnixSocketPath } from '../util/unix-socket.js';
 import { fail } from './options.js';
 
 /** What `--accel` accepts. */
@@ -174,7 +174,7 @@ function boxCwd(workDir: string): string {
 
 /** Serves `hostPath` on the host for the VMM in the box; see `FORWARD_ENV`. */
 async function hostApiForward(hostPath: string): Promise<{ forwarder: Forwarder; port: number }> {
-  await claimUnixSocketPath(hostPath);
+  await claimUnixSocketPath(hostPath, '--api-sock');
   const port = await freeLoopbackPort();
   const forwarder = await forwardUnix(
     hostPath,

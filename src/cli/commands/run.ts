@@ -16,6 +16,7 @@ import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { GUEST_CMDLINE, ensureGuestImage } from '../../guest/image.js';
 import { formatSize } from '../../util/size.js';
+import { claimUnixSocketPath } from '../../util/unix-socket.js';
 import {
   MAX_VCPUS,
   type ViolationPolicy,
@@ -182,6 +183,8 @@ async function run(opts: RunOptions): Promise<number> {
   const initrd = initrdPath ? readFile(initrdPath, '--initrd') : undefined;
   const cmdline = opts.cmdline ?? GUEST_CMDLINE;
 
+  // Refused before anything starts; listenApi claims the path again when it binds.
+  if (opts.apiSock) await claimUnixSocketPath(opts.apiSock, '--api-sock');
   const consoleOut =
     opts.console === '-'
       ? (b: Uint8Array) => process.stdout.write(b)
