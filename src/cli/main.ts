@@ -71,4 +71,7 @@ try {
     console.error(err);
     process.exitCode = 1;
   }
+  // A command that failed is over, but what it started may keep the event loop alive (a vCPU
+  // worker, a timer of a VMM that never booted); every caller cleans up before it throws.
+  process.exit();
 }

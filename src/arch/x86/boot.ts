@@ -275,6 +275,15 @@ interface KernelImage {
 }
 
 /**
+ * Checks that `image` is a kernel `loadLinux` can boot (a 64-bit bzImage or an ELF vmlinux),
+ * without loading it; throws MemvisorError('bad_kernel', ...) saying why not.
+ */
+export function checkKernelImage(image: Uint8Array): void {
+  if (isElf(image)) parseElf(image);
+  else parseBzImage(image);
+}
+
+/**
  * Loads the kernel, initrd, command line, zero page, GDT and page tables; returns the BSP's
  * entry state (64-bit entry: bzImage at load address + 0x200 per the boot protocol, ELF at
  * e_entry; rsi = zero page). Throws MemvisorError('bad_kernel', ...) on a file that is neither.

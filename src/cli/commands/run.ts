@@ -14,6 +14,7 @@ import {
 } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { checkKernelImage } from '../../arch/x86/boot.js';
 import { GUEST_CMDLINE, ensureGuestImage } from '../../guest/image.js';
 import { formatSize } from '../../util/size.js';
 import { claimUnixSocketPath } from '../../util/unix-socket.js';
@@ -118,6 +119,13 @@ export function checkRunOptions(opts: RunOptions): VmConfig {
     }
     if (!statSync(path).isFile()) fail(`${flag}: '${path}' is not a file`);
   }
+  if (opts.kernel !== undefined) {
+    try {
+      checkKernelImage(readFileSync(opts.kernel));
+    } catch (err) {
+      fail(`--kernel: '${opts.kernel}': ${(err as Error).message}`);
+    }
+  }
   for (const [flag, path] of [
     ['--console', opts.console === '-' ? undefined : opts.console],
     ['--api-sock', opts.apiSock],
@@ -176,15 +184,14 @@ export function register(program: Command): void {
 
 async function run(opts: RunOptions): Promise<number> {
   const config = checkRunOptions(opts);
+  // Refused before anything starts; listenApi claims the path again when it binds.
+  if (opts.apiSock) await claimUnixSocketPath(opts.apiSock, '--api-sock');
   // Without --kernel the cached image supplies kernel and initrd; a given kernel boots alone.
   const image = opts.kernel ? undefined : await ensureGuestImage({ quiet: true });
   const kernel = readFile(opts.kernel ?? image!.kernel, '--kernel');
   const initrdPath = opts.initrd ?? image?.initrd;
   const initrd = initrdPath ? readFile(initrdPath, '--initrd') : undefined;
   const cmdline = opts.cmdline ?? GUEST_CMDLINE;
-
-  // Refused before anything starts; listenApi claims the path again when it binds.
-  if (opts.apiSock) await claimUnixSocketPath(opts.apiSock, '--api-sock');
   const consoleOut =
     opts.console === '-'
       ? (b: Uint8Array) => process.stdout.write(b)
