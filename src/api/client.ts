@@ -37,7 +37,18 @@ export class ApiClient {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
-            const parsed = text ? (JSON.parse(text) as Record<string, unknown>) : undefined;
+            let parsed: Record<string, unknown> | undefined;
+            try {
+              parsed = text ? (JSON.parse(text) as Record<string, unknown>) : undefined;
+            } catch {
+              reject(
+                new MemvisorError(
+                  'api_unreachable',
+                  `API socket ${this.#socket}: the answer is not JSON; is a memvisor VM there?`,
+                ),
+              );
+              return;
+            }
             const status = res.statusCode ?? 0;
             if (status >= 400) {
               const code = String(parsed?.error ?? 'http_error');
@@ -49,15 +60,7 @@ export class ApiClient {
           });
         },
       );
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        const why =
-          err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
-            ? 'no VM listens there'
-            : err.code === 'ECONNRESET' || err.code === 'EPIPE'
-              ? 'the VMM closed the connection without answering (it is stopping or gone)'
-              : err.message;
-        reject(new MemvisorError('api_unreachable', `API socket ${this.#socket}: ${why}`));
-      });
+      req.on('error', (err: NodeJS.ErrnoException) => reject(unreachable(this.#socket, err)));
       if (payload) req.write(payload);
       req.end();
     });
@@ -90,12 +93,20 @@ export class ApiClient {
       );
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err.name === 'AbortError') resolve();
-        else
-          reject(
-            new MemvisorError('api_unreachable', `API socket ${this.#socket}: ${err.message}`),
-          );
+        else reject(unreachable(this.#socket, err));
       });
       req.end();
     });
   }
+}
+
+/** The error for a request that got no answer from the socket at `socket`. */
+function unreachable(socket: string, err: NodeJS.ErrnoException): MemvisorError {
+  const why =
+    err.code === 'ENOENT' || err.code === 'ECONNREFUSED'
+      ? 'no VM listens there'
+      : err.code === 'ECONNRESET' || err.code === 'EPIPE'
+        ? 'the VMM closed the connection without answering (it is stopping or gone)'
+        : err.message;
+  return new MemvisorError('api_unreachable', `API socket ${socket}: ${why}`);
 }

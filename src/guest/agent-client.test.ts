@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { AgentClient } from './agent-client.js';
 import { decodeGuestLine, encodeRequest } from './agent-protocol.js';
-import { AGENT_SCRIPT } from './scripts.js';
+import { AGENT_CUT_BYTES, AGENT_SCRIPT } from './scripts.js';
 
 /** A guest written in the test: parses requests and answers with canned results. */
 class FakeGuest {
@@ -222,5 +222,21 @@ test('the real agent script: binary output, stderr, exit codes and refusals', as
     assert.equal(client.counters.refusals, 2);
     const big = await client.exec('i=0; while [ $i -lt 3000 ]; do echo line$i; i=$((i+1)); done');
     assert.equal(big.stdout.toString().split('\n')[2999], 'line2999');
+  });
+});
+
+test('the real agent cuts output that would not fit its payload limit, and says so', async () => {
+  await withRealAgent(async (client) => {
+    const r = await client.exec('head -c 200000 /dev/urandom; echo done >&2', 20_000);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.length, AGENT_CUT_BYTES);
+    assert.equal(
+      r.stderr.toString(),
+      `done\nmemvisor-agent: stdout cut to its first ${AGENT_CUT_BYTES} of 200000 bytes\n`,
+    );
+    // Text that compresses below the limit comes through whole, however long it is.
+    const text = await client.exec('yes memvisor | head -n 100000', 20_000);
+    assert.equal(text.stdout.toString(), 'memvisor\n'.repeat(100000));
+    assert.equal(text.stderr.length, 0);
   });
 });

@@ -5,6 +5,17 @@
  */
 
 /**
+ * Most characters the agent sends for one stream of one command. Every byte on the serial port
+ * is an exit the main thread answers, about 1 ms each in the box, so a megabyte of output that
+ * does not compress would hold the agent, and the guest CPU taking the port's interrupts, for
+ * twenty minutes. Output whose payload would be longer is cut to what fits, with a note on
+ * stderr.
+ */
+export const AGENT_PAYLOAD_LIMIT = 65536;
+/** Raw bytes kept of a stream that is cut: their base64 is just within the limit. */
+export const AGENT_CUT_BYTES = (AGENT_PAYLOAD_LIMIT / 4) * 3;
+
+/**
  * The guest agent, see `agent-protocol.ts`. `$1` is the port it reads requests from and `$2`
  * (default `$1`) the one it answers on; separate paths let a unit test drive it through FIFOs.
  * The port is made raw with no echo, so bytes pass unchanged and requests are not echoed back.
@@ -27,6 +38,14 @@ pack() {
   fi
   printf '%s' "$plain"
 }
+# Cuts file $1 (stream $2) to what fits AGENT_PAYLOAD_LIMIT, noting it on the command's stderr.
+fit() {
+  p=$(pack "$1")
+  [ "\${#p}" -le ${AGENT_PAYLOAD_LIMIT} ] && return
+  n=$(($(wc -c <"$1")))
+  head -c ${AGENT_CUT_BYTES} "$1" >"$1.cut" && mv "$1.cut" "$1"
+  echo "memvisor-agent: $2 cut to its first ${AGENT_CUT_BYTES} of $n bytes" >>"$work/err"
+}
 printf '#MV ready\\n'
 while IFS=' ' read -r tag id len b64 rest; do
   case "$tag" in
@@ -45,6 +64,8 @@ while IFS=' ' read -r tag id len b64 rest; do
   fi
   sh -c "$(cat "$work/cmd")" </dev/null >"$work/out" 2>"$work/err"
   rc=$?
+  fit "$work/out" stdout
+  fit "$work/err" stderr
   printf '#MV %s %s %s %s %s %s\\n' "$id" "$rc" $(($(wc -c <"$work/out"))) \\
     $(($(wc -c <"$work/err"))) "$(pack "$work/out")" "$(pack "$work/err")"
 done
@@ -56,7 +77,9 @@ export const GUEST_READY_MARKER = 'memvisor-guest: ready';
 /**
  * The guest's `/init`. It loads the modules listed in `/etc/modules.order` (dependency order,
  * written by the image builder), prints the ready marker, and keeps the agent running on ttyS1.
- * PID 1 must never exit, so the agent is restarted if it dies.
+ * PID 1 must never exit, so the agent is restarted if it dies. Busybox `reboot`, `poweroff` and
+ * `halt` without `-f` only signal PID 1 (TERM, USR2, USR1), which ignores what it does not trap,
+ * so /init traps them and waits on the agent in the background, where a signal can reach it.
  */
 export const GUEST_INIT = `#!/bin/sh
 export PATH=/bin:/sbin
@@ -67,8 +90,12 @@ mount -t tmpfs tmpfs /tmp
 while read -r m; do insmod "/lib/modules/$m" || echo "memvisor-guest: insmod $m failed"; done \\
   </etc/modules.order
 echo '${GUEST_READY_MARKER}'
+trap 'reboot -f' TERM
+trap 'poweroff -f' USR2
+trap 'halt -f' USR1
 while :; do
-  setsid /bin/memvisor-agent /dev/ttyS1
+  setsid /bin/memvisor-agent /dev/ttyS1 &
+  wait $!
   sleep 1
 done
 `;

@@ -134,4 +134,15 @@ test('distance matrices default to 10 and 20 and stay symmetric', () => {
   ]);
   assert.throws(() => distanceMatrix(2, ['0:0=30']), /remote/);
   assert.throws(() => distanceMatrix(2, ['0:3=30']), /does not exist/);
+  assert.throws(() => distanceMatrix(0, ['0:1=30']), {
+    message: '--numa-distance: needs --numa nodes',
+  });
+  for (const twice of [
+    ['0:1=20', '0:1=30'],
+    ['0:1=20', '1:0=30'],
+  ]) {
+    assert.throws(() => distanceMatrix(2, twice), {
+      message: `--numa-distance: '${twice[1]}': the distance between nodes 0:1 is given twice`,
+    });
+  }
 });

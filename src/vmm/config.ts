@@ -144,17 +144,27 @@ export function parseNuma(text: string): NumaNodeConfig {
   return { node, cpus, memory };
 }
 
-/** Parses `--numa-distance 0:1=30`-style entries into a full matrix (10 local, 20 remote). */
+/**
+ * Parses `--numa-distance 0:1=30`-style entries into a full matrix (10 local, 20 remote). A
+ * distance holds both ways, so a pair may be given once, in either order.
+ */
 export function distanceMatrix(nodes: number, entries: string[]): number[][] {
+  if (nodes === 0 && entries.length > 0) bad('--numa-distance', 'needs --numa nodes');
   const d: number[][] = Array.from({ length: nodes }, (_, i) =>
     Array.from({ length: nodes }, (_, j) => (i === j ? 10 : 20)),
   );
+  const given = new Set<string>();
   for (const e of entries) {
     const m = /^(\d+):(\d+)=(\d+)$/.exec(e);
     if (!m) bad('--numa-distance', `'${e}' is not FROM:TO=DISTANCE`);
     const [a, b, v] = [Number(m[1]), Number(m[2]), Number(m[3])];
     if (a >= nodes || b >= nodes) bad('--numa-distance', `'${e}' names a node that does not exist`);
     if (a === b || v <= 10 || v > 254) bad('--numa-distance', `'${e}' must be remote, 11..254`);
+    const pair = `${Math.min(a, b)}:${Math.max(a, b)}`;
+    if (given.has(pair)) {
+      bad('--numa-distance', `'${e}': the distance between nodes ${pair} is given twice`);
+    }
+    given.add(pair);
     d[a]![b] = v;
     d[b]![a] = v;
   }
@@ -203,7 +213,11 @@ export function validateConfig(cfg: VmConfig): VmConfig {
   }
   const total = nodes.reduce((s, n) => s + n.memory, 0);
   if (total !== cfg.memory) {
-    bad('--numa', `node memory adds up to ${total} bytes but --memory is ${cfg.memory}`);
+    bad(
+      '--numa',
+      `node memory adds up to ${total} bytes but --memory is ${cfg.memory}; ` +
+        'give each node its share with memory=SIZE',
+    );
   }
   if (nodes[0]!.memory === 0) bad('--numa', 'node 0 needs boot memory (the kernel lives there)');
   for (const d of cfg.virtioMem) {

@@ -89,7 +89,10 @@ export function configFromOptions(opts: RunOptions): VmConfig {
       vcpus,
       memory,
       numa,
-      distances: numa.length ? distanceMatrix(numa.length, opts.numaDistance) : undefined,
+      distances:
+        numa.length || opts.numaDistance.length
+          ? distanceMatrix(numa.length, opts.numaDistance)
+          : undefined,
       virtioMem: opts.virtioMem.map(parseVirtioMem),
       balloon,
       balloonDeflateOnOom: balloonOpt === 'deflate-on-oom',
