@@ -68,13 +68,19 @@ export class ApiClient {
 
   /**
    * Follows the server-sent event stream, calling `onEvent` with each event's data until the
-   * server closes it (the VM stopped) or `signal` aborts; resolves then.
+   * server closes it (the VM stopped) or `signal` aborts; resolves then. `onOpen` is called once
+   * the stream is set up: no event after that moment is missed.
    */
-  events(onEvent: (event: Record<string, unknown>) => void, signal?: AbortSignal): Promise<void> {
+  events(
+    onEvent: (event: Record<string, unknown>) => void,
+    signal?: AbortSignal,
+    onOpen?: () => void,
+  ): Promise<void> {
     return new Promise((resolve, reject) => {
       const req = request(
         { socketPath: this.#socket, method: 'GET', path: '/v1/events', signal },
         (res) => {
+          onOpen?.();
           let buffered = '';
           res.setEncoding('utf8');
           res.on('data', (chunk: string) => {

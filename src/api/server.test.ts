@@ -226,11 +226,18 @@ describe('control API over a Unix socket', () => {
     const api = new ApiClient(sock);
     const abort = new AbortController();
     const got: Record<string, unknown>[] = [];
-    const done = api.events((e) => {
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => {
+      opened = resolve;
+    });
+    const onEvent = (e: Record<string, unknown>) => {
       got.push(e);
       if (got.length === 2) abort.abort();
-    }, abort.signal);
-    while (vm.events.listenerCount('event') === 0) await new Promise((r) => setTimeout(r, 10));
+    };
+    const done = api.events(onEvent, abort.signal, opened);
+    // Open before any event: once the client has the headers, the server's listener is there.
+    await open;
+    assert.equal(vm.events.listenerCount('event'), 1);
     vm.events.emit('event', { type: 'size_changed', time: 't', plugged_size: 1 });
     vm.events.emit('event', { type: 'reset', time: 't' });
     await done;

@@ -165,6 +165,9 @@ export function createApiServer(vm: VmController): FastifyInstance {
       'cache-control': 'no-cache',
       connection: 'keep-alive',
     });
+    // The headers go out now, with the listener added in this same tick, so a client that has
+    // them knows it will miss no event from here on.
+    reply.raw.flushHeaders();
     const send = (event: VmEvent) => {
       reply.raw.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
     };

@@ -43,17 +43,24 @@ describe('reset and rebind on a 1 GiB guest with a 2 GiB device', { timeout: 3_6
   test('guest reboot: plugged drops to 0 at the reset, then comes back to 1 GiB', async () => {
     await resizeAndWait(vm.api, 'mem0', GiB, { baseKiB: base });
     const memTotal = await memTotalKiB(vm.api);
+    let subscribed!: () => void;
+    const open = new Promise<void>((resolve) => {
+      subscribed = resolve;
+    });
     const atReset = new Promise<VmStatus>((resolve) => {
       const stop = new AbortController();
-      void vm.api.events((e) => {
+      const onEvent = (e: Record<string, unknown>) => {
         if (e.type === 'reset') {
           void vm.api.call<VmStatus>('GET', '/v1/vm').then((s) => {
             stop.abort();
             resolve(s);
           });
         }
-      }, stop.signal);
+      };
+      void vm.api.events(onEvent, stop.signal, subscribed);
     });
+    // A reboot before the stream is set up would go unseen and leave this test waiting.
+    await open;
     // Plain `reboot`, as an operator would type it: busybox signals /init, which resets.
     vm.api.call('POST', '/v1/exec', { command: 'reboot' }).catch(() => {});
     const s = await atReset;
