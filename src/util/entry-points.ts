@@ -3,9 +3,9 @@
  *
  * `npm run build` writes the program twice: tsc's output, one file per module under `dist/src`,
  * and esbuild's bundle of it under `dist/bundle` (scripts/bundle.mjs), which keeps the entry
- * points in the same folders and puts shared chunks one folder deep as well. Every module,
- * bundled or not, sits one folder below its copy's root, so one relative URL finds the entry
- * point of the same copy.
+ * points in the same folders and puts shared chunks one folder deep as well. So this module's
+ * code, wherever the bundle inlines it, runs one folder below its copy's root, as it does in
+ * tsc's output, and one relative URL finds the entry point of the same copy.
  */
 import { fileURLToPath } from 'node:url';
 
