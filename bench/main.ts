@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { detectAccel } from '../src/box/accel.js';
 import { runInBox } from '../src/box/box.js';
 import { ensureGuestImage } from '../src/guest/image.js';
+import { MemvisorError } from '../src/util/errors.js';
 import { MemvisorVm, bootSecondsByExec, rogueMisuse } from './memvisor-vm.js';
 import {
   type ElasticMethod,
@@ -273,4 +274,11 @@ async function writeOut(
   writeFileSync(join(RESULTS_DIR, 'latest.md'), report);
 }
 
-process.exitCode = await main();
+try {
+  process.exitCode = await main();
+} catch (err) {
+  // The box failing (wedged, reset, timed out) ends the run; the report keeps what was measured.
+  if (!(err instanceof MemvisorError)) throw err;
+  process.stderr.write(`bench: ${err.message}\n`);
+  process.exitCode = 1;
+}
