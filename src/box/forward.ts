@@ -152,9 +152,10 @@ export async function freeLoopbackPort(): Promise<number> {
 }
 
 /**
- * Listens on the Unix socket `path` (which must be free, see `claimUnixSocketPath` in src/util/unix-socket.ts) and pipes
- * every connection to `upstream`. Closing removes the socket file: at once, so that a signal
- * handler can rely on it, and libuv would unlink the bound path on close anyway.
+ * Listens on the Unix socket `path` (which must be free: see `claimUnixSocketPath` in
+ * src/util/unix-socket.ts) and pipes every connection to `upstream`. Closing removes the socket
+ * file: at once, so that a signal handler can rely on it, and libuv would unlink the bound path
+ * on close anyway.
  */
 export async function forwardUnix(
   path: string,
