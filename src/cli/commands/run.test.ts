@@ -42,6 +42,12 @@ test('run refuses an --api-sock that is a file or a folder, keeping it, and exit
   ]);
   assert.equal(readFileSync(file, 'utf8'), 'precious data');
 
+  const missing = run('--api-sock', join(dir, 'no-such-folder', 'vm.sock'));
+  assert.equal(missing.status, 2);
+  assert.deepEqual(missing.lines, [
+    `memvisor: --api-sock: folder ${join(dir, 'no-such-folder')} does not exist`,
+  ]);
+
   const folder = join(dir, 'sockdir');
   mkdirSync(folder);
   const f = run('--api-sock', folder);
