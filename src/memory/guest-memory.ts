@@ -108,9 +108,12 @@ export class GuestMemory {
     }
   }
 
-  /** Host-resident bytes of every region. */
-  residentBytes(): number {
-    return this.#regions.reduce((sum, r) => sum + r.backing.residentBytes(0, r.size), 0);
+  /** Host-resident bytes of every region, or of those `include` picks. */
+  residentBytes(include: (region: GuestRegion) => boolean = () => true): number {
+    return this.#regions.reduce(
+      (sum, r) => (include(r) ? sum + r.backing.residentBytes(0, r.size) : sum),
+      0,
+    );
   }
 
   readU8(gpa: number): number {
