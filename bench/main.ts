@@ -26,11 +26,14 @@ import { QemuVm, pciInitrd } from './qemu-vm.js';
 import { renderReport } from './report.js';
 import { Results } from './results.js';
 import { SCENARIOS } from './scenarios.js';
+import { pollUntil } from './vm.js';
 
 const GiB = 2 ** 30;
 const CAPACITY = 4 * GiB;
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RESULTS_DIR = join(ROOT, 'bench', 'results');
+/** How long a guest gets to answer again after a failed scenario before a new one replaces it. */
+const RECOVER_MS = 90_000;
 
 /** Two guest NUMA nodes with one vCPU each and boot memory split evenly, as QEMU's guests. */
 const numa = (bootMiB: number) => [
@@ -182,9 +185,11 @@ async function main(): Promise<number> {
         if (!scenarios.includes(scenario.name) || !scenario.appliesTo(m)) continue;
         const rec = results.recorder(scenario.name, m.method, m.vm.vmm);
         const t = performance.now();
+        let failed = false;
         try {
           await scenario.run({ m, rec, results });
         } catch (error) {
+          failed = true;
           rec(
             'failed',
             null,
@@ -200,9 +205,21 @@ async function main(): Promise<number> {
         }
         rec('scenario_s', (performance.now() - t) / 1000, 's');
         await writeOut(results, scenarios, failures, started);
+        if (failed && !(await answers(m))) {
+          // Without this, every later scenario waits out its timeouts on a guest that is gone.
+          rec('restarted', 1, 'bool', 'the guest stopped answering; a new guest runs the rest');
+          process.stderr.write(`bench: ${subject.vmm} ${subject.method} restarting\n`);
+          await m.vm.close().catch(() => undefined);
+          m = await subject.start(logDir);
+          await m.calibrate();
+        }
       }
+    } catch (error) {
+      const text = error instanceof Error ? error.message.split('\n')[0] : String(error);
+      failures.push({ vmm: subject.vmm, method: subject.method, error: text ?? '' });
+      process.stderr.write(`bench: ${subject.vmm} ${subject.method} gave up: ${text}\n`);
     } finally {
-      await m.vm.close();
+      await m.vm.close().catch(() => undefined);
     }
   }
   if (scenarios.includes('misuse') && vmm !== 'qemu') {
@@ -211,6 +228,19 @@ async function main(): Promise<number> {
   }
   await writeOut(results, scenarios, failures, started, true);
   return 0;
+}
+
+/**
+ * Whether the guest agent answers within RECOVER_MS; a guest that reset meanwhile gets that
+ * long to boot again.
+ */
+async function answers(m: ElasticMethod): Promise<boolean> {
+  const alive = () =>
+    m.vm.exec('true', 15_000).then(
+      () => true,
+      () => false,
+    );
+  return (await pollUntil(alive, (ok) => ok, RECOVER_MS, 2000)).ok;
 }
 
 /**

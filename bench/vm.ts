@@ -26,16 +26,19 @@ export function meminfoKiB(text: string, field: string): number {
   return Number(m[1]);
 }
 
-/** The guest's MemTotal in KiB. */
+/**
+ * The guest's MemTotal in KiB. One line, not the whole file: the guest agent's channel is a
+ * serial port, and the bench polls this while it times each step.
+ */
 export async function guestMemTotalKiB(vm: BenchVm): Promise<number> {
-  return meminfoKiB(await vm.exec('cat /proc/meminfo'), 'MemTotal');
+  return meminfoKiB(await vm.exec('grep MemTotal /proc/meminfo'), 'MemTotal');
 }
 
 /** Per-NUMA-node MemTotal and MemFree in KiB, indexed by node id. */
 export async function guestNodeMemKiB(
   vm: BenchVm,
 ): Promise<{ node: number; totalKiB: number; freeKiB: number }[]> {
-  const out = await vm.exec('cat /sys/devices/system/node/node*/meminfo');
+  const out = await vm.exec("grep -h -E 'MemTotal|MemFree' /sys/devices/system/node/node*/meminfo");
   const nodes = new Map<number, { node: number; totalKiB: number; freeKiB: number }>();
   for (const line of out.split('\n')) {
     const m = /^Node (\d+) (MemTotal|MemFree):\s+(\d+) kB/.exec(line);
