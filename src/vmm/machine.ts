@@ -51,6 +51,7 @@ import { GuestMemory, type GuestRegion } from '../memory/guest-memory.js';
 import { EFAULT } from '../sys/libc.js';
 import { MemvisorError } from '../util/errors.js';
 import { RateLimitedLog, hex } from '../virtio/log.js';
+import type { SharedMmioWindow } from '../virtio/transport/mmio-worker.js';
 import { bootRegs, bootSregs, resetFpu } from './boot-cpu.js';
 import { ConsoleSink, PanicDetector } from './console.js';
 import type { VcpuReply } from './vcpu-protocol.js';
@@ -159,6 +160,7 @@ export class Machine {
   readonly #powerOnChips: { irqchips: Uint8Array[]; pit: Uint8Array };
   readonly #irqLines = new Map<number, IrqLine>();
   readonly #virtioMmio: VirtioMmioDevice[] = [];
+  readonly #sharedWindows: SharedMmioWindow[] = [];
   readonly #console: ConsoleSink;
   readonly #panic: PanicDetector;
   #supportedCpuid: CpuidEntry[] = [];
@@ -276,15 +278,23 @@ export class Machine {
   }
 
   /**
-   * Adds an MMIO device before `start`. With `gsi`, the device is a virtio-mmio transport and is
-   * also described in the DSDT (LNRO0005) with that interrupt.
+   * Adds an MMIO device before `start`. With `virtio`, the device is a virtio-mmio transport:
+   * it is described in the DSDT (LNRO0005) with interrupt `gsi`, and the vCPU workers answer
+   * its hot registers through `shared` (mmio-worker.ts).
    */
-  addMmioDevice(base: number, size: number, device: BusDevice, gsi?: number): void {
+  addMmioDevice(
+    base: number,
+    size: number,
+    device: BusDevice,
+    virtio?: { gsi: number; shared: SharedArrayBuffer },
+  ): void {
     if (this.#state !== 'created') {
       throw new MemvisorError('machine_state', 'MMIO devices are added before the machine starts');
     }
     this.mmioBus.insert(base, size, device);
-    if (gsi !== undefined) this.#virtioMmio.push({ base, size, gsi });
+    if (virtio === undefined) return;
+    this.#virtioMmio.push({ base, size, gsi: virtio.gsi });
+    this.#sharedWindows.push({ base, size, shared: virtio.shared });
   }
 
   /** Boots the guest: loads Linux and the ACPI tables, sets up the vCPUs and lets them run. */
@@ -299,6 +309,7 @@ export class Machine {
         this.vm.vcpuMmapSize,
         (t, run) => this.#onExit(t, run),
         (t, errno, message) => void this.#onRunError(t, errno, message),
+        this.#sharedWindows,
       );
       this.#vcpus.push(vcpu);
     }

@@ -6,6 +6,7 @@
  * (register set-up, reset) travel over a MessagePort while the worker is PAUSED.
  */
 import type { CpuidEntry, Fpu, MsrEntry, Regs, Sregs } from '../kvm/structs.js';
+import type { SharedMmioWindow } from '../virtio/transport/mmio-worker.js';
 
 /** Indices in a vCPU's control Int32Array. */
 export const Slot = {
@@ -45,6 +46,8 @@ export interface VcpuWorkerData {
   fd: number;
   runSize: number;
   control: SharedArrayBuffer;
+  /** virtio-mmio windows whose hot registers the worker answers itself. */
+  virtioWindows: SharedMmioWindow[];
 }
 
 /** Register state to load into a vCPU; absent parts are left as they are. */

@@ -9,6 +9,8 @@ import type { KvmRun } from '../kvm/run.js';
 import { SIGUSR2, pthreadKill } from '../sys/libc.js';
 import { VCPU_WORKER_URL } from '../util/entry-points.js';
 import { MemvisorError } from '../util/errors.js';
+import { waitAsync } from '../util/wait-async.js';
+import type { SharedMmioWindow } from '../virtio/transport/mmio-worker.js';
 import {
   SLOT_COUNT,
   Slot,
@@ -30,16 +32,6 @@ export type ExitHandler = (vcpu: VcpuThread, run: KvmRun) => ExitVerdict;
  * itself dies (errno is 0 and `message` says why).
  */
 export type RunErrorHandler = (vcpu: VcpuThread, errno: number, message: string) => void;
-
-/** Atomics.waitAsync (ES2024, in Node 20), typed here: the project compiles against ES2022. */
-type WaitAsyncResult =
-  | { async: false; value: 'not-equal' | 'timed-out' }
-  | { async: true; value: Promise<'ok' | 'timed-out'> };
-const waitAsync = (
-  Atomics as unknown as {
-    waitAsync(array: Int32Array, index: number, value: number, timeoutMs?: number): WaitAsyncResult;
-  }
-).waitAsync;
 
 // The signal only has to interrupt KVM_RUN; a handler must exist so it does not kill the process.
 let signalInstalled = false;
@@ -71,6 +63,7 @@ export class VcpuThread {
     runSize: number,
     onExit: ExitHandler,
     onError: RunErrorHandler,
+    virtioWindows: SharedMmioWindow[] = [],
   ) {
     installKickSignal();
     this.id = id;
@@ -89,6 +82,7 @@ export class VcpuThread {
       fd,
       runSize,
       control,
+      virtioWindows,
       port: port2,
     };
     this.#worker = new Worker(VCPU_WORKER_URL, {

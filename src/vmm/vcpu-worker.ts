@@ -1,13 +1,16 @@
 /**
  * Entry point of a vCPU worker thread: owns one vCPU's fd, issues all of its ioctls, and runs
  * the KVM_RUN loop described in vcpu-protocol.ts. Exits that need no device state (reads of
- * the unclaimed PCI configuration ports) are answered here without waking the main thread.
+ * the unclaimed PCI configuration ports) or only shared state (virtio-mmio interrupt status,
+ * acknowledge and queue notify; mmio-worker.ts) are answered here without waking the main
+ * thread.
  */
 import { type MessagePort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { Vcpu } from '../kvm/kvm.js';
 import { KvmExit } from '../kvm/run.js';
 import { setLapicLint } from '../kvm/structs.js';
 import { pthreadSelf } from '../sys/libc.js';
+import { SharedMmioWindows } from '../virtio/transport/mmio-worker.js';
 import {
   Slot,
   type VcpuCommand,
@@ -102,8 +105,14 @@ function paused(announce: boolean): boolean {
   }
 }
 
+const virtio = new SharedMmioWindows(data.virtioWindows);
+
 /** Answers an exit that needs nothing from the main thread; true if it did. */
 function answerLocally(reason: number): boolean {
+  if (reason === KvmExit.MMIO) {
+    const m = vcpu.run.mmio();
+    return virtio.answer(m.addr, m.write, m.data);
+  }
   if (reason !== KvmExit.IO) return false;
   const io = vcpu.run.io();
   if (io.port < PCI_CONFIG_FIRST || io.port > PCI_CONFIG_LAST) return false;

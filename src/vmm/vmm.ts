@@ -168,7 +168,10 @@ export class Vmm implements VmController {
         name: `virtio-mem[${p.config.id}]`,
         log: this.#log,
       });
-      machine.addMmioDevice(virtioMmioBase(i), VIRTIO_MMIO_WINDOW, transport, gsi);
+      machine.addMmioDevice(virtioMmioBase(i), VIRTIO_MMIO_WINDOW, transport, {
+        gsi,
+        shared: transport.shared,
+      });
       const entry: MemDevice = {
         id: p.config.id,
         node: p.config.node ?? 0,
@@ -199,7 +202,10 @@ export class Vmm implements VmController {
         name: 'virtio-balloon',
         log: this.#log,
       });
-      machine.addMmioDevice(virtioMmioBase(index), VIRTIO_MMIO_WINDOW, transport, gsi);
+      machine.addMmioDevice(virtioMmioBase(index), VIRTIO_MMIO_WINDOW, transport, {
+        gsi,
+        shared: transport.shared,
+      });
       this.#balloon = { device, transport };
     }
 

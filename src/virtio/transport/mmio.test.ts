@@ -15,12 +15,15 @@ import {
   type VirtioDevice,
   readConfigBytes,
 } from '../device.js';
+import { SharedMmioWindows } from './mmio-worker.js';
 import {
   MEMVISOR_VENDOR_ID,
+  POSTED_NOTIFY_MAX_QUEUE,
   VIRTIO_MMIO,
   VIRTIO_MMIO_INT_CONFIG,
   VIRTIO_MMIO_INT_VRING,
   VIRTIO_MMIO_MAGIC,
+  VIRTIO_MMIO_WINDOW,
   VirtioMmioTransport,
 } from './mmio.js';
 
@@ -285,5 +288,115 @@ describe('VirtioMmioTransport', () => {
     driver.write32(VIRTIO_MMIO.MAGIC_VALUE, 0);
     assert.equal(driver.read32(VIRTIO_MMIO.MAGIC_VALUE), VIRTIO_MMIO_MAGIC);
     assert.equal(transport.counters.bad_register_access, 3);
+  });
+});
+
+describe('the shared register block a vCPU worker answers', () => {
+  const BASE = 0xd000_0000;
+  const u32 = (value: number) => {
+    const data = new Uint8Array(4);
+    new DataView(data.buffer).setUint32(0, value, true);
+    return data;
+  };
+  const worker = (env: ReturnType<typeof setup>) => {
+    const windows = new SharedMmioWindows([
+      { base: BASE, size: VIRTIO_MMIO_WINDOW, shared: env.transport.shared },
+    ]);
+    return {
+      read(offset: number): number | undefined {
+        const data = new Uint8Array(4);
+        if (!windows.answer(BigInt(BASE + offset), false, data)) return undefined;
+        return new DataView(data.buffer).getUint32(0, true);
+      },
+      write: (offset: number, value: number, data = u32(value)) =>
+        windows.answer(BigInt(BASE + offset), true, data),
+    };
+  };
+  /** Lets a pending Atomics.waitAsync settle and its callback run. */
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+  /** Waits for `done`, for up to two seconds: a loaded machine delays the waitAsync callback. */
+  const until = async (done: () => boolean) => {
+    for (let waited = 0; !done() && waited < 2000; waited += 5) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  };
+
+  it('reads InterruptStatus and acknowledges it; the next change raises a new edge', () => {
+    const env = setup();
+    const ctx = activate(env);
+    const w = worker(env);
+    assert.equal(w.read(VIRTIO_MMIO.INTERRUPT_STATUS), 0);
+    ctx.signalConfig();
+    assert.equal(env.irq.edges, 1);
+    assert.equal(w.read(VIRTIO_MMIO.INTERRUPT_STATUS), VIRTIO_MMIO_INT_CONFIG);
+    assert.equal(env.driver.read32(VIRTIO_MMIO.INTERRUPT_STATUS), VIRTIO_MMIO_INT_CONFIG);
+    assert.equal(w.write(VIRTIO_MMIO.INTERRUPT_ACK, VIRTIO_MMIO_INT_CONFIG), true);
+    assert.equal(env.transport.interruptStatus, 0);
+    ctx.signalConfig();
+    assert.equal(env.irq.edges, 2);
+  });
+
+  it('posts a queue notify that the device gets once the main thread is free', async () => {
+    const env = setup();
+    activate(env);
+    const w = worker(env);
+    assert.equal(w.write(VIRTIO_MMIO.QUEUE_NOTIFY, 0), true);
+    assert.deepEqual(env.device.processed, []);
+    await until(() => env.device.processed.length > 0);
+    assert.deepEqual(env.device.processed, [0]);
+    assert.equal(env.transport.counters.bad_notify, 0);
+  });
+
+  it('serves posted notifies before the next access the main thread answers', () => {
+    const env = setup();
+    activate(env);
+    const w = worker(env);
+    const resets = env.device.resets;
+    w.write(VIRTIO_MMIO.QUEUE_NOTIFY, 0);
+    // The driver resets the device right after its notify: the notify must be served first.
+    env.driver.write32(VIRTIO_MMIO.STATUS, 0);
+    assert.deepEqual(env.device.processed, [0]);
+    assert.equal(env.device.resets, resets + 1);
+    assert.equal(env.transport.counters.bad_notify, 0);
+  });
+
+  it('counts a posted notify of a queue that is not live, as an exit would', async () => {
+    const env = setup();
+    activate(env);
+    worker(env).write(VIRTIO_MMIO.QUEUE_NOTIFY, 1);
+    await until(() => env.transport.counters.bad_notify > 0);
+    assert.deepEqual(env.device.processed, []);
+    assert.equal(env.transport.counters.bad_notify, 1);
+  });
+
+  it('drops posted notifies and interrupt status on a reset', async () => {
+    const env = setup();
+    const ctx = activate(env);
+    const w = worker(env);
+    ctx.signalUsed(0);
+    w.write(VIRTIO_MMIO.QUEUE_NOTIFY, 0);
+    env.transport.reset();
+    await settle();
+    assert.deepEqual(env.device.processed, []);
+    assert.equal(w.read(VIRTIO_MMIO.INTERRUPT_STATUS), 0);
+  });
+
+  it('leaves every other access to the main thread', () => {
+    const env = setup();
+    activate(env);
+    const w = worker(env);
+    assert.equal(w.read(VIRTIO_MMIO.STATUS), undefined);
+    assert.equal(w.write(VIRTIO_MMIO.QUEUE_SEL, 0), false);
+    assert.equal(w.write(VIRTIO_MMIO.INTERRUPT_STATUS, 0), false);
+    assert.equal(w.read(VIRTIO_MMIO.INTERRUPT_ACK), undefined);
+    assert.equal(w.write(VIRTIO_MMIO.QUEUE_NOTIFY, POSTED_NOTIFY_MAX_QUEUE + 1), false);
+    assert.equal(w.write(VIRTIO_MMIO.INTERRUPT_ACK, 1, new Uint8Array(2)), false);
+    const outside = new SharedMmioWindows([
+      { base: BASE, size: VIRTIO_MMIO_WINDOW, shared: env.transport.shared },
+    ]);
+    const data = new Uint8Array(4);
+    const beyond = BASE + VIRTIO_MMIO_WINDOW + VIRTIO_MMIO.INTERRUPT_STATUS;
+    assert.equal(outside.answer(BigInt(beyond), false, data), false);
+    assert.equal(env.transport.counters.bad_register_access, 0);
   });
 });

@@ -4,6 +4,7 @@
  */
 import type { BusDevice, IrqLine } from '../../devices/bus.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
+import { waitAsync } from '../../util/wait-async.js';
 import {
   type DeviceContext,
   VIRTIO_CONFIG_S_ACKNOWLEDGE,
@@ -101,6 +102,27 @@ export interface MmioTransportCounters {
   bad_notify: number;
 }
 
+/**
+ * Int32 cells of a transport's shared register block (`VirtioMmioTransport.shared`). A vCPU
+ * worker answers InterruptStatus, InterruptACK and QueueNotify through them by itself
+ * (mmio-worker.ts): these are most of a busy driver's register accesses, and an exit that waits
+ * for the main thread costs milliseconds in the nested box. A posted notify is taken up on the
+ * main thread as soon as it is free, and always before the next access the main thread answers
+ * for this transport, so the driver's accesses keep their order.
+ */
+export const SharedCell = {
+  /** InterruptStatus: the transport sets bits, the driver's acknowledge clears them. */
+  INTERRUPT_STATUS: 0,
+  /** One bit per queue index notified and not yet taken up. */
+  NOTIFY_PENDING: 1,
+} as const;
+
+/** Int32 cells in a shared register block. */
+export const SHARED_CELLS = 2;
+
+/** Highest queue index a worker posts in NOTIFY_PENDING; a notify beyond it exits as before. */
+export const POSTED_NOTIFY_MAX_QUEUE = 30;
+
 /** A virtio device behind the MMIO register window. */
 export class VirtioMmioTransport implements BusDevice {
   readonly device: VirtioDevice;
@@ -116,13 +138,15 @@ export class VirtioMmioTransport implements BusDevice {
   readonly #log: RateLimitedLog;
   readonly #queues: Virtqueue[];
   readonly #deviceFeatures: bigint;
+  /** The shared register block, for the vCPU workers (see SharedCell). */
+  readonly shared = new SharedArrayBuffer(SHARED_CELLS * 4);
+  readonly #cells = new Int32Array(this.shared);
   #status = 0;
   #driverFeatures = 0n;
   #deviceFeaturesSel = 0;
   #driverFeaturesSel = 0;
   #queueSel = 0;
   #shmSel = 0;
-  #interruptStatus = 0;
   #configGeneration = 0;
   /** The context handed to the device; replaced on every reset so stale ones do nothing. */
   #ctx: DeviceContext | null = null;
@@ -134,6 +158,7 @@ export class VirtioMmioTransport implements BusDevice {
     this.#log = new RateLimitedLog(opts.name, opts.log);
     this.#queues = device.queueMaxSizes.map((max) => new Virtqueue(memory, max));
     this.#deviceFeatures = device.availableFeatures | TRANSPORT_FEATURES;
+    this.#watchPostedNotifies();
   }
 
   /** The device status register as the driver last set it, plus DEVICE_NEEDS_RESET. */
@@ -147,7 +172,7 @@ export class VirtioMmioTransport implements BusDevice {
   }
 
   get interruptStatus(): number {
-    return this.#interruptStatus;
+    return Atomics.load(this.#cells, SharedCell.INTERRUPT_STATUS);
   }
 
   get configGeneration(): number {
@@ -160,6 +185,7 @@ export class VirtioMmioTransport implements BusDevice {
   }
 
   read(offset: number, data: Uint8Array): void {
+    this.takePostedNotifies();
     if (offset >= VIRTIO_MMIO.CONFIG) {
       this.device.readConfig(offset - VIRTIO_MMIO.CONFIG, data);
       return;
@@ -173,6 +199,7 @@ export class VirtioMmioTransport implements BusDevice {
   }
 
   write(offset: number, data: Uint8Array): void {
+    this.takePostedNotifies();
     if (offset >= VIRTIO_MMIO.CONFIG) {
       this.device.writeConfig(offset - VIRTIO_MMIO.CONFIG, data);
       return;
@@ -192,7 +219,8 @@ export class VirtioMmioTransport implements BusDevice {
     this.#driverFeaturesSel = 0;
     this.#queueSel = 0;
     this.#shmSel = 0;
-    this.#interruptStatus = 0;
+    Atomics.store(this.#cells, SharedCell.INTERRUPT_STATUS, 0);
+    Atomics.store(this.#cells, SharedCell.NOTIFY_PENDING, 0);
     this.#ctx = null;
     for (const q of this.#queues) q.reset();
     this.device.deviceReset();
@@ -216,7 +244,7 @@ export class VirtioMmioTransport implements BusDevice {
       case VIRTIO_MMIO.QUEUE_READY:
         return q?.config.ready ? 1 : 0;
       case VIRTIO_MMIO.INTERRUPT_STATUS:
-        return this.#interruptStatus;
+        return Atomics.load(this.#cells, SharedCell.INTERRUPT_STATUS);
       case VIRTIO_MMIO.STATUS:
         return this.#status;
       // No shared memory regions: a length of all ones says "none" (section 4.2.2).
@@ -263,7 +291,7 @@ export class VirtioMmioTransport implements BusDevice {
         this.#notify(value);
         return;
       case VIRTIO_MMIO.INTERRUPT_ACK:
-        this.#interruptStatus &= ~value;
+        Atomics.and(this.#cells, SharedCell.INTERRUPT_STATUS, ~value);
         return;
       case VIRTIO_MMIO.STATUS:
         this.#writeStatus(value);
@@ -428,9 +456,26 @@ export class VirtioMmioTransport implements BusDevice {
 
   /** Sets an InterruptStatus bit; the edge goes out only when the bit was clear. */
   #raise(bit: number): void {
-    const was = this.#interruptStatus;
-    this.#interruptStatus |= bit;
+    const was = Atomics.or(this.#cells, SharedCell.INTERRUPT_STATUS, bit);
     if ((was & bit) === 0) this.#irq.trigger();
+  }
+
+  /** Serves the queue notifies a vCPU worker posted, lowest queue index first. */
+  takePostedNotifies(): void {
+    const pending = Atomics.exchange(this.#cells, SharedCell.NOTIFY_PENDING, 0);
+    for (let index = 0; index <= POSTED_NOTIFY_MAX_QUEUE; index++) {
+      if (pending & (1 << index)) this.#notify(index);
+    }
+  }
+
+  #watchPostedNotifies(): void {
+    const r = waitAsync(this.#cells, SharedCell.NOTIFY_PENDING, 0);
+    const next = () => {
+      this.takePostedNotifies();
+      this.#watchPostedNotifies();
+    };
+    if (r.async) void r.value.then(next);
+    else queueMicrotask(next);
   }
 
   #guestError(kind: keyof MmioTransportCounters, message: string): void {
