@@ -17,6 +17,7 @@ const base = (over: Partial<VmConfig> = {}): VmConfig => ({
   virtioMem: [],
   balloon: false,
   balloonDeflateOnOom: false,
+  balloonStatsSeconds: 5,
   onViolation: 'log',
   ...over,
 });

@@ -41,6 +41,8 @@ export interface VmConfig {
   balloon: boolean;
   /** Offer VIRTIO_BALLOON_F_DEFLATE_ON_OOM (the guest may take inflated pages back). */
   balloonDeflateOnOom: boolean;
+  /** Seconds between requests for the guest's balloon statistics; 0 asks only once, at start. */
+  balloonStatsSeconds: number;
   onViolation: ViolationPolicy;
 }
 

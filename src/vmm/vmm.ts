@@ -97,6 +97,7 @@ export class Vmm implements VmController {
   #agentReady = false;
   #paused = false;
   #accounting: NodeJS.Timeout | undefined;
+  #balloonStats: NodeJS.Timeout | undefined;
 
   constructor(config: VmConfig, image: BootImage, output: VmmOutput = {}) {
     this.config = config;
@@ -220,12 +221,22 @@ export class Vmm implements VmController {
     this.#watchAgent();
     this.#accounting = setInterval(() => this.#account(), ACCOUNTING_INTERVAL_MS);
     this.#accounting.unref();
+    const balloon = this.#balloon?.device;
+    if (balloon && this.config.balloonStatsSeconds > 0) {
+      // The driver refills its statistics only when the device hands the buffer back.
+      this.#balloonStats = setInterval(
+        () => balloon.requestStats(),
+        this.config.balloonStatsSeconds * 1000,
+      );
+      this.#balloonStats.unref();
+    }
   }
 
   /** Resolves when the VM has ended. */
   async wait(): Promise<MachineExit> {
     const exit = await this.machine.wait();
     if (this.#accounting) clearInterval(this.#accounting);
+    if (this.#balloonStats) clearInterval(this.#balloonStats);
     // A command that powered the guest off never answers; its caller must not wait forever.
     this.#agentReady = false;
     this.machine.agent.reset();

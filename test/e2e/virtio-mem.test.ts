@@ -166,6 +166,8 @@ describe('virtio-mem on a 1 GiB guest with a 4 GiB device', { timeout: 3_600_000
     }
     assert.equal(status.balloon?.actual_bytes, 256 * MiB);
     assert.equal(await memTotalKiB(vm.api), base - (256 * MiB) / 1024);
+    // The guest's statistics, refreshed every 5 s, count its MemTotal in bytes.
+    assert.equal(await balloonTotalMemory(base * 1024 - 256 * MiB), base * 1024 - 256 * MiB);
     const dropped = before.resident_bytes - status.resident_bytes;
     assert.ok(dropped > 200 * MiB, `host resident dropped by ${dropped} bytes only`);
     await vm.api.call('PUT', '/v1/balloon', { target_size: 0 });
@@ -176,5 +178,16 @@ describe('virtio-mem on a 1 GiB guest with a 4 GiB device', { timeout: 3_600_000
     }
     assert.equal(status.balloon?.actual_bytes, 0);
     assert.equal(await memTotalKiB(vm.api), base);
+    assert.equal(await balloonTotalMemory(base * 1024), base * 1024);
   });
+
+  /** The balloon's last total_memory statistic once it equals `bytes`, or after 30 s. */
+  async function balloonTotalMemory(bytes: number): Promise<number | undefined> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const total = (await vm.api.call<VmStatus>('GET', '/v1/vm')).balloon?.stats.total_memory;
+      if (total === bytes || Date.now() > deadline) return total;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 });

@@ -55,3 +55,16 @@ test('run refuses an --api-sock that is a file or a folder, keeping it, and exit
   assert.equal(f.lines.length, 1);
   assert.match(f.lines[0]!, /--api-sock: .*sockdir exists and is not a socket/);
 });
+
+test('run refuses --balloon options it does not know, naming the flag, and exits', () => {
+  const known = 'known: deflate-on-oom, stats=0..3600 seconds';
+  for (const [value, item] of [
+    ['stats=3601', 'stats=3601'],
+    ['deflate-on-oom,stats=-1', 'stats=-1'],
+    ['free-page-hinting', 'free-page-hinting'],
+  ]) {
+    const r = run('--balloon', value!);
+    assert.equal(r.status, 2, value);
+    assert.deepEqual(r.lines, [`memvisor: --balloon: '${item}' is not an option (${known})`]);
+  }
+});

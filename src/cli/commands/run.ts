@@ -70,6 +70,23 @@ function exitStatus(exit: MachineExit): number {
 
 const collect = (value: string, previous: string[]) => [...previous, value];
 
+/** Seconds between balloon statistics requests unless `--balloon stats=S` says otherwise. */
+export const DEFAULT_BALLOON_STATS_SECONDS = 5;
+
+/** `--balloon [deflate-on-oom][,stats=SECONDS]`; a mistake is a usage error. */
+function parseBalloon(spec: string): { deflateOnOom: boolean; statsSeconds: number } {
+  const out = { deflateOnOom: false, statsSeconds: DEFAULT_BALLOON_STATS_SECONDS };
+  for (const item of spec.split(',').filter((s) => s !== '')) {
+    const stats = /^stats=(\d+)$/.exec(item);
+    if (item === 'deflate-on-oom') out.deflateOnOom = true;
+    else if (stats && Number(stats[1]) <= 3600) out.statsSeconds = Number(stats[1]);
+    else {
+      fail(`--balloon: '${item}' is not an option (known: deflate-on-oom, stats=0..3600 seconds)`);
+    }
+  }
+  return out;
+}
+
 /** Turns the flags into a validated configuration; any mistake is a usage error. */
 export function configFromOptions(opts: RunOptions): VmConfig {
   const vcpus = intOption(opts.vcpus, '--vcpus', 1, MAX_VCPUS);
@@ -79,10 +96,7 @@ export function configFromOptions(opts: RunOptions): VmConfig {
     fail(`--on-violation: '${opts.onViolation}' is not one of ${policies.join(', ')}`);
   }
   const balloon = opts.balloon !== undefined;
-  const balloonOpt = typeof opts.balloon === 'string' ? opts.balloon : '';
-  if (balloonOpt !== '' && balloonOpt !== 'deflate-on-oom') {
-    fail(`--balloon: '${balloonOpt}' is not an option (known: deflate-on-oom)`);
-  }
+  const balloonOpts = parseBalloon(typeof opts.balloon === 'string' ? opts.balloon : '');
   try {
     const numa = opts.numa.map(parseNuma);
     return validateConfig({
@@ -95,7 +109,8 @@ export function configFromOptions(opts: RunOptions): VmConfig {
           : undefined,
       virtioMem: opts.virtioMem.map(parseVirtioMem),
       balloon,
-      balloonDeflateOnOom: balloonOpt === 'deflate-on-oom',
+      balloonDeflateOnOom: balloonOpts.deflateOnOom,
+      balloonStatsSeconds: balloonOpts.statsSeconds,
       onViolation: opts.onViolation as ViolationPolicy,
     });
   } catch (err) {
@@ -166,7 +181,11 @@ export function register(program: Command): void {
       collect,
       [],
     )
-    .option('--balloon [mode]', 'add a virtio-balloon device (mode: deflate-on-oom)')
+    .option(
+      '--balloon [options]',
+      'add a virtio-balloon device; options: deflate-on-oom, stats=SECONDS between statistics ' +
+        `requests (default ${DEFAULT_BALLOON_STATS_SECONDS}, 0: only the first)`,
+    )
     .option(
       '--on-violation <policy>',
       'guest access to unplugged memory: log, pause or stop',

@@ -202,6 +202,31 @@ describe('VirtioMmioTransport', () => {
     assert.equal(env.transport.counters.bad_notify, 3);
   });
 
+  it('serves a notify of a ready queue before DRIVER_OK once DRIVER_OK is set', () => {
+    const env = setup();
+    assert.equal(env.driver.negotiate(FEATURES), true);
+    env.driver.setupQueue(0, layoutAt(0x1000, 16));
+    // What Linux's virtio_balloon does with its statistics queue.
+    env.driver.notify(0);
+    env.driver.notify(1);
+    assert.deepEqual(env.device.processed, []);
+    assert.equal(env.transport.counters.early_notify, 1);
+    assert.equal(env.transport.counters.bad_notify, 1);
+    assert.equal(env.driver.driverOk(), true);
+    assert.deepEqual(env.device.processed, [0]);
+    assert.equal(env.logs.length, 1);
+  });
+
+  it('forgets an early notify when the driver resets the device first', () => {
+    const env = setup();
+    env.driver.negotiate(FEATURES);
+    env.driver.setupQueue(0, layoutAt(0x1000, 16));
+    env.driver.notify(0);
+    env.driver.write32(VIRTIO_MMIO.STATUS, 0);
+    activate(env);
+    assert.deepEqual(env.device.processed, []);
+  });
+
   it('raises one edge per newly set interrupt bit and clears bits on ACK', () => {
     const env = setup();
     const ctx = activate(env);

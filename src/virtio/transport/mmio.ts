@@ -100,6 +100,8 @@ export interface MmioTransportCounters {
   refused_features: number;
   invalid_queue: number;
   bad_notify: number;
+  /** Notifies after FEATURES_OK and before DRIVER_OK, served at DRIVER_OK (see `#notify`). */
+  early_notify: number;
 }
 
 /**
@@ -132,6 +134,7 @@ export class VirtioMmioTransport implements BusDevice {
     refused_features: 0,
     invalid_queue: 0,
     bad_notify: 0,
+    early_notify: 0,
   };
   readonly #memory: GuestMemory;
   readonly #irq: IrqLine;
@@ -148,6 +151,8 @@ export class VirtioMmioTransport implements BusDevice {
   #queueSel = 0;
   #shmSel = 0;
   #configGeneration = 0;
+  /** Queues notified before DRIVER_OK, to serve once the device is live. */
+  readonly #earlyNotifies = new Set<number>();
   /** The context handed to the device; replaced on every reset so stale ones do nothing. */
   #ctx: DeviceContext | null = null;
 
@@ -221,6 +226,7 @@ export class VirtioMmioTransport implements BusDevice {
     this.#shmSel = 0;
     Atomics.store(this.#cells, SharedCell.INTERRUPT_STATUS, 0);
     Atomics.store(this.#cells, SharedCell.NOTIFY_PENDING, 0);
+    this.#earlyNotifies.clear();
     this.#ctx = null;
     for (const q of this.#queues) q.reset();
     this.device.deviceReset();
@@ -365,6 +371,13 @@ export class VirtioMmioTransport implements BusDevice {
 
   #notify(index: number): void {
     const q = this.#queues[index];
+    if (this.#status === FEATURES_OK && q?.config.ready) {
+      // Section 3.1.1 forbids this, but Linux's virtio_balloon posts its first statistics
+      // buffer and notifies before it sets DRIVER_OK, then waits for that buffer to come back.
+      this.counters.early_notify++;
+      this.#earlyNotifies.add(index);
+      return;
+    }
     if (!this.#ctx || !q?.active || this.#status & VIRTIO_CONFIG_S_NEEDS_RESET) {
       this.#guestError('bad_notify', `notify of queue ${index} in status ${hex(this.#status)}`);
       return;
@@ -393,6 +406,11 @@ export class VirtioMmioTransport implements BusDevice {
     if (wanted === FEATURES_OK && !this.#featuresAcceptable()) return;
     if (wanted === DRIVER_OK && !this.#activate()) return;
     this.#status = wanted | (this.#status & VIRTIO_CONFIG_S_NEEDS_RESET);
+    if (wanted === DRIVER_OK) {
+      const early = [...this.#earlyNotifies].sort((a, b) => a - b);
+      this.#earlyNotifies.clear();
+      for (const index of early) this.#notify(index);
+    }
   }
 
   /** Section 3.1.1 step 5: FEATURES_OK stays clear when the device cannot work with them. */
