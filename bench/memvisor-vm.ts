@@ -65,7 +65,12 @@ export class MemvisorVm implements BenchVm {
       timeoutMs,
       50,
     );
-    if (!reset.ok) throw new Error(`memvisor: no reset within ${timeoutMs} ms`);
+    if (!reset.ok) {
+      const { state, resets } = reset.value;
+      throw new Error(
+        `memvisor: no reset within ${timeoutMs} ms (state ${state}, resets ${before} -> ${resets})`,
+      );
+    }
     const answered = await pollUntil(
       () =>
         guestOutput(this.api, 'true', 5_000).then(

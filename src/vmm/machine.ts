@@ -442,21 +442,24 @@ export class Machine {
       this.#fail(`the guest reset ${this.counters.resets} times`);
       return;
     }
-    for (const r of this.#ram) r.backing.discard(0, r.range.size);
-    for (const chip of this.#powerOnChips.irqchips) this.vm.setIrqchip(chip);
-    this.vm.setPit2(this.#powerOnChips.pit);
-    this.com1.reset();
-    this.com2.reset();
-    this.#panic.clear();
-    // Listeners reset their own devices on this event, after the legacy ones.
-    this.#emit('reset', { resets: this.counters.resets });
     try {
+      for (const r of this.#ram) r.backing.discard(0, r.range.size);
+      for (const chip of this.#powerOnChips.irqchips) this.vm.setIrqchip(chip);
+      this.vm.setPit2(this.#powerOnChips.pit);
+      this.com1.reset();
+      this.com2.reset();
+      this.#panic.clear();
+      // Listeners reset their own devices on this event, after the legacy ones.
+      this.#emit('reset', { resets: this.counters.resets });
       await this.#boot(false);
     } catch (err) {
       // A stop that came during the reboot took the vCPUs; its reason stands.
       if (this.#state !== 'resetting') return;
       this.#fail(`reboot failed: ${err instanceof Error ? err.message : String(err)}`);
+      return;
     }
+    // A reset asked for while this one ran (the API, or a vCPU's last exit) is carried out now.
+    if (this.#pending !== null) queueMicrotask(() => void this.#act());
   }
 
   #onPanic(): void {

@@ -33,6 +33,9 @@ export type ExitHandler = (vcpu: VcpuThread, run: KvmRun) => ExitVerdict;
  */
 export type RunErrorHandler = (vcpu: VcpuThread, errno: number, message: string) => void;
 
+/** How often a pause kicks a vCPU that is still running. */
+const REKICK_MS = 200;
+
 // The signal only has to interrupt KVM_RUN; a handler must exist so it does not kill the process.
 let signalInstalled = false;
 function installKickSignal(): void {
@@ -135,7 +138,17 @@ export class VcpuThread {
     } else {
       pthreadKill(this.#thread(), SIGUSR2);
     }
-    await done;
+    // A kick is lost where the host drops the inter-processor interrupt that carries it (the
+    // nested box's CPUs have been seen deaf to them): the vCPU then runs on until something else
+    // stops it. Kicking again is harmless; a stopped vCPU is not kicked.
+    const rekick = setInterval(() => {
+      if (this.#state() === VcpuState.RUNNING) pthreadKill(this.#thread(), SIGUSR2);
+    }, REKICK_MS);
+    try {
+      await done;
+    } finally {
+      clearInterval(rekick);
+    }
   }
 
   /** Ends the worker; the vCPU must be paused. */
