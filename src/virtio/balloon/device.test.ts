@@ -134,6 +134,16 @@ describe('VirtioBalloon', () => {
     assert.equal(env.balloon.status().resident_discarded_bytes, 5 * 4096);
   });
 
+  it('discards frames listed out of order, or twice, in address-ordered runs', () => {
+    const env = setup();
+    sendPfns(env, 0, [12, 3, 11, 10, 2, 11]);
+    assert.deepEqual(env.host.discards, [
+      [0x2000, 2 * 4096],
+      [0xa000, 3 * 4096],
+    ]);
+    assert.equal(env.balloon.status().resident_discarded_bytes, 5 * 4096);
+  });
+
   it('deflates without a host call and forgets the frames', () => {
     const env = setup();
     sendPfns(env, 0, [5, 6, 7]);

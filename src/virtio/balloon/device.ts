@@ -234,29 +234,29 @@ export class VirtioBalloon implements VirtioDevice {
   }
 
   #inflate(ctx: DeviceContext, chain: DescriptorChain): void {
-    let runStart = 0;
-    let runLen = 0;
-    const flush = () => {
-      if (runLen > 0) this.#discard(runStart, runLen);
-      runLen = 0;
-    };
+    const frames: number[] = [];
     for (const pfn of this.#pfns(ctx, chain)) {
-      const gpa = pfn * VIRTIO_BALLOON_PAGE_SIZE;
-      if (!ctx.memory.contains(gpa, VIRTIO_BALLOON_PAGE_SIZE)) {
+      if (!ctx.memory.contains(pfn * VIRTIO_BALLOON_PAGE_SIZE, VIRTIO_BALLOON_PAGE_SIZE)) {
         this.metrics.out_of_range_pfns++;
         continue;
       }
       this.metrics.inflated_pages++;
       this.#inflated.add(pfn);
-      if (runLen > 0 && gpa === runStart + runLen) {
-        runLen += VIRTIO_BALLOON_PAGE_SIZE;
-      } else {
-        flush();
-        runStart = gpa;
-        runLen = VIRTIO_BALLOON_PAGE_SIZE;
-      }
+      frames.push(pfn);
     }
-    flush();
+    // In address order, so that neighbouring frames the driver listed apart share one discard:
+    // each discard is a system call and a round of KVM's MMU notifier.
+    frames.sort((a, b) => a - b);
+    let first = 0;
+    for (let i = 1; i <= frames.length; i++) {
+      if (i < frames.length && frames[i]! <= frames[i - 1]! + 1) continue;
+      const start = frames[first]!;
+      this.#discard(
+        start * VIRTIO_BALLOON_PAGE_SIZE,
+        (frames[i - 1]! - start + 1) * VIRTIO_BALLOON_PAGE_SIZE,
+      );
+      first = i;
+    }
   }
 
   #deflate(ctx: DeviceContext, chain: DescriptorChain): void {
