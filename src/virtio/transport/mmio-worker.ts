@@ -1,9 +1,9 @@
 /**
  * The part of virtio-mmio a vCPU worker answers by itself, through a transport's shared
- * register block (see SharedCell in mmio.ts): reads of InterruptStatus, writes of InterruptACK,
- * and QueueNotify writes, which it posts for the main thread. Everything else exits as before.
+ * register block (see SharedCell in mmio.ts, also for why QueueNotify is not part of it): reads
+ * of InterruptStatus and writes of InterruptACK. Everything else exits to the main thread.
  */
-import { POSTED_NOTIFY_MAX_QUEUE, SharedCell, VIRTIO_MMIO } from './mmio.js';
+import { SharedCell, VIRTIO_MMIO } from './mmio.js';
 
 /** A virtio-mmio window in guest-physical space and its transport's shared register block. */
 export interface SharedMmioWindow {
@@ -43,13 +43,6 @@ export class SharedMmioWindows {
         if (!write) return false;
         Atomics.and(w.cells, SharedCell.INTERRUPT_STATUS, ~view.getUint32(0, true));
         return true;
-      case VIRTIO_MMIO.QUEUE_NOTIFY: {
-        const index = view.getUint32(0, true);
-        if (!write || index > POSTED_NOTIFY_MAX_QUEUE) return false;
-        Atomics.or(w.cells, SharedCell.NOTIFY_PENDING, 1 << index);
-        Atomics.notify(w.cells, SharedCell.NOTIFY_PENDING);
-        return true;
-      }
       default:
         return false;
     }
