@@ -395,6 +395,11 @@ export class Vcpu {
     }
   }
 
+  /** KVM_SET_MSRS of one entry; false if KVM refused it. */
+  trySetMsr(entry: MsrEntry): boolean {
+    return ioctlBuf(this.fd, KVM_SET_MSRS, encodeMsrs([entry]), 'KVM_SET_MSRS') === 1;
+  }
+
   /** KVM_GET_MSRS for the given indices; returns the entries KVM read. */
   getMsrs(indices: readonly number[]): MsrEntry[] {
     const b = encodeMsrs(indices.map((index) => ({ index, data: 0n })));

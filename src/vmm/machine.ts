@@ -23,7 +23,7 @@ import {
   KVM_IDENTITY_MAP_START,
   KVM_TSS_START,
 } from '../arch/x86/layout.js';
-import { bootMsrs } from '../arch/x86/msr.js';
+import { bootMsrs, pvMsrsOff } from '../arch/x86/msr.js';
 import { ACPI_PM_PORT_COUNT, AcpiPm } from '../devices/acpi-pm.js';
 import { Bus, type BusDevice, type IrqLine } from '../devices/bus.js';
 import { I8042, I8042_PORT_COUNT } from '../devices/i8042.js';
@@ -400,6 +400,7 @@ export class Machine {
             }
           : {}),
         msrs: bootMsrs(),
+        optionalMsrs: pvMsrsOff(),
         sregs: bsp ? bootSregs(power.sregs, entry) : power.sregs,
         regs: bsp ? bootRegs(entry) : power.regs,
         fpu: resetFpu(),

@@ -54,6 +54,8 @@ export interface VcpuWorkerData {
 export interface VcpuSetup {
   cpuid?: CpuidEntry[];
   msrs?: MsrEntry[];
+  /** MSRs written one by one after `msrs`; one that KVM refuses is skipped. */
+  optionalMsrs?: MsrEntry[];
   regs?: Regs;
   sregs?: Sregs;
   fpu?: Fpu;

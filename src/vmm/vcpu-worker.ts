@@ -52,6 +52,7 @@ function execute(cmd: VcpuCommand): VcpuReply {
       // CPUID before MSRs and registers: KVM derives the valid MSR and CR4 bits from it.
       if (s.cpuid) vcpu.setCpuid2(s.cpuid);
       if (s.msrs) vcpu.setMsrs(s.msrs);
+      for (const m of s.optionalMsrs ?? []) vcpu.trySetMsr(m);
       if (s.sregs) vcpu.setSregs(s.sregs);
       if (s.regs) vcpu.setRegs(s.regs);
       if (s.fpu) vcpu.setFpu(s.fpu);

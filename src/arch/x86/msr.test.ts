@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { bootMsrs } from './msr.js';
+import { bootMsrs, pvMsrsOff } from './msr.js';
 
 describe('bootMsrs', () => {
   it('zeroes the syscall MSRs and the TSC, enables fast strings and write-back MTRRs', () => {
@@ -13,5 +13,15 @@ describe('bootMsrs', () => {
     assert.equal(byIndex.get(0xc0000102), 0n);
     assert.equal(byIndex.get(0x1a0), 1n);
     assert.equal(byIndex.get(0x2ff), 0x806n);
+  });
+});
+
+describe('pvMsrsOff', () => {
+  it('switches off every paravirtual area KVM writes into guest memory', () => {
+    // kvmclock (old and new numbers), async page fault, steal time, paravirtual EOI.
+    assert.deepEqual(
+      pvMsrsOff().map((m) => [m.index, m.data]),
+      [0x12, 0x4b564d01, 0x4b564d02, 0x4b564d03, 0x4b564d04].map((i) => [i, 0n]),
+    );
   });
 });

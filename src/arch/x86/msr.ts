@@ -16,6 +16,15 @@ export const MSR_CSTAR = 0xc0000083;
 export const MSR_SYSCALL_MASK = 0xc0000084;
 export const MSR_KERNEL_GS_BASE = 0xc0000102;
 
+// KVM's paravirtual MSRs that hold a guest-physical address KVM writes to (Linux's
+// Documentation/virt/kvm/x86/msr.rst): kvmclock (both numbers), async page fault, steal time,
+// paravirtual EOI.
+export const MSR_KVM_SYSTEM_TIME = 0x12;
+export const MSR_KVM_SYSTEM_TIME_NEW = 0x4b564d01;
+export const MSR_KVM_ASYNC_PF_EN = 0x4b564d02;
+export const MSR_KVM_STEAL_TIME = 0x4b564d03;
+export const MSR_KVM_PV_EOI_EN = 0x4b564d04;
+
 /** IA32_MISC_ENABLE bit 0: fast-string operations (REP MOVS/STOS) enabled. */
 export const MSR_IA32_MISC_ENABLE_FAST_STRING = 1n << 0n;
 /** IA32_MTRR_DEF_TYPE bit 11: MTRRs enabled. */
@@ -27,6 +36,23 @@ export const MTRR_MEM_TYPE_WB = 6n;
 export interface MsrEntry {
   index: number;
   data: bigint;
+}
+
+/**
+ * The paravirtual MSRs, all off, for every boot. KVM keeps writing the clock, steal time and
+ * the other areas a guest registered until they are switched off, and a reset does not do that:
+ * after a reboot it wrote into the new kernel, placed elsewhere by KASLR, which then hung in
+ * early boot (one reset in two, in the box). A KVM without one of them refuses its write; the
+ * guest cannot have enabled it either, so each is written on its own and a refusal is fine.
+ */
+export function pvMsrsOff(): MsrEntry[] {
+  return [
+    MSR_KVM_SYSTEM_TIME,
+    MSR_KVM_SYSTEM_TIME_NEW,
+    MSR_KVM_ASYNC_PF_EN,
+    MSR_KVM_STEAL_TIME,
+    MSR_KVM_PV_EOI_EN,
+  ].map((index) => ({ index, data: 0n }));
 }
 
 /** The MSRs to set on each vCPU before its first run. */
