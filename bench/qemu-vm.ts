@@ -88,7 +88,12 @@ export function pciInitrd(image: GuestImage): string {
 function listenOnce(path: string): { server: Server; connected: Promise<Socket> } {
   let server!: Server;
   const connected = new Promise<Socket>((resolve) => {
-    server = createServer((socket) => resolve(socket));
+    server = createServer((socket) => {
+      // QEMU killed mid-command resets the connection; without a listener that error ends the
+      // whole bench. A command waiting on the socket times out instead.
+      socket.on('error', () => socket.destroy());
+      resolve(socket);
+    });
   });
   server.listen(path);
   return { server, connected };
