@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { BOX_TEMPFAIL_STATUS } from '../dist/src/box/box.js';
 
 /** New boxes the end-to-end suite gets after the box failed or a guest triple-faulted. */
-const RETRIES = 2;
+const RETRIES = 4;
 /**
  * Seconds the suite may take in one box (it takes about 9 minutes): a job that hangs with the box
  * alive then fails the run with time left in CI's 90 minutes for the retries above.
