@@ -113,8 +113,9 @@ export interface MmioTransportCounters {
  * run on while the main thread served the request, which for virtio-mem creates and deletes KVM
  * memory slots (6.1 zaps every shadow page of the VM on a deletion). In the box, vCPU 0
  * then triple-faulted in two end-to-end runs out of two, during plugs and unplugs; the faults
- * seen before had all been on other vCPUs. That the posting caused it is not proven, but the
- * notifying vCPU now waits for its request to be served again.
+ * seen before had all been on other vCPUs. The notifying vCPU waits for its request to be
+ * served again; that the posting was the cause is doubtful, as vCPU 3 of the same NUMA guest
+ * then triple-faulted at the same step without it (README, Known gaps).
  */
 export const SharedCell = {
   /** InterruptStatus: the transport sets bits, the driver's acknowledge clears them. */
